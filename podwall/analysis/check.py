@@ -1,0 +1,160 @@
+"""Offline policy checks and learning over named flows, and the events they produce.
+
+`check` evaluates every flow against a policy and groups the verdicts per conversation and
+deciding rule; `learn_policy` turns observed flows into a whitelist. Both return events in
+the one schema of `core/events.py`, ready for the store and the sinks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from podwall.analysis.conversations import Conversation, ConversationKey, conversation_key
+from podwall.analysis.runner import NamedFlow
+from podwall.core.events import Event, EventEndpoint, EventType, EventVerdict, Severity
+from podwall.core.types import Endpoint, Observation, proto_name
+from podwall.core.verdict import Verdict
+from podwall.inventory.model import Inventory
+from podwall.inventory.resolver import Resolver
+from podwall.learn.learner import learn
+from podwall.policy.evaluate import PolicyEngine
+from podwall.policy.model import Policy
+
+DNS_SERVICE_NAMES = frozenset({"kube-dns", "coredns", "dns-default", "rke2-coredns-rke2-coredns"})
+
+
+@dataclass(slots=True)
+class CheckedConversation:
+    """A conversation and the verdict every one of its sessions got."""
+
+    conversation: Conversation
+    verdict: Verdict
+
+    def to_dict(self) -> dict[str, object]:
+        d = self.conversation.to_dict()
+        v = self.verdict
+        d.update(
+            {
+                "action": v.action,
+                "violation": v.violation,
+                "rule_id": v.rule_id,
+                "rule_name": v.rule_name,
+                "client_mode": v.client_mode,
+                "server_mode": v.server_mode,
+                "effective_mode": v.effective_mode,
+                "explanation": v.explanation.text,
+                "explain": v.explanation.to_dict(),
+            }
+        )
+        return d
+
+
+def check(flows: Iterable[NamedFlow], engine: PolicyEngine) -> list[CheckedConversation]:
+    """Evaluate every flow; sessions of one conversation decided by one rule are grouped."""
+    out: dict[tuple[ConversationKey, int, str], CheckedConversation] = {}
+    for nf in flows:
+        verdict = engine.evaluate(nf.observation())
+        ckey = conversation_key(nf)
+        key = (ckey, verdict.rule_id, verdict.action)
+        item = out.get(key)
+        if item is None:
+            conv = Conversation(ckey[0], ckey[1], ckey[2], ckey[3], ckey[4], nf.client, nf.server)
+            item = out[key] = CheckedConversation(conv, verdict)
+        item.conversation.add(nf)
+    return sorted(out.values(), key=lambda c: (c.conversation.key, c.verdict.rule_id))
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _endpoint(ep: Endpoint, mode: str | None) -> EventEndpoint:
+    return EventEndpoint(
+        group=ep.group,
+        ip=ep.ip,
+        port=ep.port,
+        workload=ep.workload,
+        namespace=ep.namespace,
+        service=ep.service,
+        pod=ep.pod,
+        kind=ep.kind,
+        node=ep.node,
+        mode=mode,
+    )
+
+
+def _severity(verdict: Verdict) -> Severity:
+    if verdict.action == "deny":
+        return Severity.HIGH
+    return Severity.MEDIUM if verdict.violation else Severity.INFO
+
+
+def conversation_event(item: CheckedConversation, etype: EventType, source: str | None) -> Event:
+    conv, v = item.conversation, item.verdict
+    if etype is EventType.VIOLATION:
+        message = f"{conv.client_group} -> {conv.server_group} {conv.application}: {v.action} by rule {v.rule_id}"
+    else:
+        message = f"learned {conv.client_group} -> {conv.server_group} {conv.application} (rule {v.rule_id})"
+    # Ports of a representative session: the client port differs per session, so the event
+    # records the server port only.
+    client = replace(conv.client, port=0)
+    return Event(
+        time=_utc(conv.first_seen),
+        last_seen=_utc(conv.last_seen),
+        type=etype,
+        severity=_severity(v) if etype is EventType.VIOLATION else Severity.INFO,
+        message=message,
+        client=_endpoint(client, v.client_mode),
+        server=_endpoint(conv.server, v.server_mode),
+        transport=proto_name(conv.proto),
+        ip_proto=conv.proto,
+        application=conv.application,
+        server_name=min(conv.server_names) if conv.server_names else None,
+        verdict=EventVerdict(
+            action=v.action,
+            rule_id=v.rule_id,
+            rule_name=v.rule_name,
+            mode=v.effective_mode,
+            explanation=v.explanation.text,
+            detail=v.explanation.to_dict(),
+        ),
+        count=conv.sessions,
+        packets=conv.packets,
+        bytes=conv.bytes,
+        source=source,
+    )
+
+
+def violation_events(items: Iterable[CheckedConversation], source: str | None) -> list[Event]:
+    return [conversation_event(i, EventType.VIOLATION, source) for i in items if i.verdict.violation]
+
+
+def dns_service_groups(inventory: Inventory | None, resolver: Resolver) -> set[str]:
+    """Groups that answer for the cluster DNS service (kube-dns and its usual names)."""
+    groups: set[str] = set()
+    if inventory is None:
+        return groups
+    for svc in inventory.services:
+        if svc.name in DNS_SERVICE_NAMES or svc.selector.get("k8s-app") == "kube-dns":
+            for ip in svc.cluster_ips:
+                groups.add(resolver.resolve(ip, 53).group)
+    return groups
+
+
+def learn_policy(
+    flows: list[NamedFlow],
+    inventory: Inventory | None,
+    resolver: Resolver,
+    *,
+    mode: str = "monitor",
+    existing: Policy | None = None,
+    source: str | None = None,
+) -> tuple[Policy, list[Event]]:
+    """Learn a whitelist from flows; each learned conversation also becomes a `learned` event."""
+    observations: list[Observation] = [nf.observation() for nf in flows]
+    policy = learn(observations, mode=mode, dns_service_groups=dns_service_groups(inventory, resolver), existing=existing)
+    engine = PolicyEngine(policy)
+    learned = [item for item in check(flows, engine) if item.verdict.rule_id != 0]
+    return policy, [conversation_event(i, EventType.LEARNED, source) for i in learned]

@@ -1,0 +1,316 @@
+"""The `podwall` command: analyze, learn, check, events, policy and demo.
+
+Exit codes: 0 success (and, for `check`, no violation), 1 violations found, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from podwall.analysis.check import check as check_flows
+from podwall.analysis.check import learn_policy, violation_events
+from podwall.analysis.conversations import aggregate
+from podwall.analysis.runner import NamedFlow, read_flows
+from podwall.cli import render
+from podwall.core.errors import PodwallError, Problem
+from podwall.core.events import Event
+from podwall.inventory.loader import load_inventory
+from podwall.inventory.model import Inventory
+from podwall.inventory.resolver import Resolver
+from podwall.policy.evaluate import PolicyEngine
+from podwall.policy.formats.podwall_yaml import dump_policy, load_policy
+from podwall.store.events import EventStore, parse_since
+from podwall.store.sinks import JsonlSink
+
+app = typer.Typer(
+    name="podwall",
+    help="Layer-7 container segmentation firewall: see, learn and check service-to-service traffic.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="Policy files: validate.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+out = Console(soft_wrap=False)
+err = Console(stderr=True)
+
+Captures = Annotated[list[Path], typer.Argument(help="pcap or pcapng files", show_default=False)]
+InventoryOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--inventory", "-i", help="inventory YAML or Kubernetes objects (file or directory); repeatable"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document instead of tables")]
+JsonlOpt = Annotated[Path | None, typer.Option("--jsonl", help="also append the events to this JSON-lines file")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="event store: a SQLite path or SQLAlchemy URL (default $PODWALL_DB or ~/.local/share/podwall)"),
+]
+NoStoreOpt = Annotated[bool, typer.Option("--no-store", help="do not write events to the store")]
+
+
+class _Problems:
+    """Collects capture problems; prints the first few as warnings and counts the rest."""
+
+    def __init__(self, quiet: bool = False, shown: int = 10) -> None:
+        self.items: list[Problem] = []
+        self.quiet = quiet
+        self.shown = shown
+
+    def __call__(self, problem: Problem) -> None:
+        self.items.append(problem)
+        if not self.quiet and len(self.items) <= self.shown:
+            err.print(f"[yellow]warning:[/] {problem}", highlight=False)
+
+    def summary(self) -> None:
+        if not self.quiet and len(self.items) > self.shown:
+            err.print(f"[yellow]warning:[/] {len(self.items) - self.shown} more problem(s) not shown")
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def _check_files(paths: Sequence[Path], what: str) -> None:
+    for p in paths:
+        if not p.exists():
+            raise _fail(f"{p}: no such {what}")
+
+
+def _load_inventory(paths: Sequence[Path] | None) -> Inventory | None:
+    if not paths:
+        return None
+    _check_files(paths, "inventory file or directory")
+    return load_inventory([str(p) for p in paths])
+
+
+@contextmanager
+def _progress(paths: Sequence[Path]) -> Iterator[Callable[[int], None]]:
+    total = sum(p.stat().st_size for p in paths)
+    show = err.is_terminal and total > 2 * 1024 * 1024
+    with Progress(
+        TextColumn("reading captures"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not show,
+    ) as progress:
+        task = progress.add_task("read", total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _flows(captures: Sequence[Path], resolver: Resolver, problems: _Problems) -> list[NamedFlow]:
+    _check_files(captures, "capture file")
+    with _progress(captures) as advance:
+        flows = list(read_flows(captures, resolver, on_problem=problems, progress=advance))
+    problems.summary()
+    return flows
+
+
+def _record(events: Sequence[Event], db: str | None, no_store: bool, jsonl: Path | None) -> None:
+    if jsonl is not None:
+        with JsonlSink(jsonl) as sink:
+            sink.write(events)
+    if not no_store and events:
+        store = EventStore(db)
+        try:
+            store.add(events)
+        finally:
+            store.close()
+
+
+def _dump(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def _handles_errors(fn: Callable[..., None]) -> Callable[..., None]:
+    """Report podwall's own errors (bad input) as a located message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except PodwallError as exc:
+            raise _fail(str(exc)) from None
+        except OSError as exc:
+            raise _fail(f"{exc.filename or ''}: {exc.strerror or exc}") from None
+
+    return wrapper
+
+
+@app.command()
+@_handles_errors
+def analyze(
+    captures: Captures,
+    inventory: InventoryOpt = None,
+    as_json: JsonOpt = False,
+    flows: Annotated[bool, typer.Option("--flows", help="list individual flows instead of conversations")] = False,
+) -> None:
+    """Name every connection in the captures and print the conversations (or flows)."""
+    inv = _load_inventory(inventory)
+    resolver = Resolver(inv)
+    problems = _Problems(quiet=as_json)
+    named = _flows(captures, resolver, problems)
+    if flows:
+        if as_json:
+            _dump({"flows": [nf.to_dict() for nf in named], "problems": [str(p) for p in problems.items]})
+        else:
+            out.print(render.flows_table(named))
+        return
+    convs = aggregate(named)
+    if as_json:
+        _dump({"conversations": [c.to_dict() for c in convs], "problems": [str(p) for p in problems.items]})
+    else:
+        out.print(render.conversations_table(convs))
+
+
+@app.command()
+@_handles_errors
+def learn(
+    captures: Captures,
+    inventory: InventoryOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="where to write the learned policy YAML")] = Path(
+        "policy.yaml"
+    ),
+    mode: Annotated[str, typer.Option(help="mode of the learned groups: discover, monitor or protect")] = "monitor",
+    merge: Annotated[Path | None, typer.Option(help="an existing policy to extend")] = None,
+    db: DbOpt = None,
+    jsonl: JsonlOpt = None,
+    no_store: NoStoreOpt = False,
+) -> None:
+    """Learn the whitelist from the traffic (discover mode) and write it as a policy file."""
+    if mode not in ("discover", "monitor", "protect"):
+        raise _fail(f"--mode: {mode!r} is not one of discover, monitor, protect")
+    inv = _load_inventory(inventory)
+    existing = load_policy(merge) if merge else None
+    resolver = Resolver(inv)
+    named = _flows(captures, resolver, _Problems())
+    policy, events = learn_policy(
+        named, inv, resolver, mode=mode, existing=existing, source=",".join(map(str, captures))
+    )
+    output.write_text(dump_policy(policy))
+    _record(events, db, no_store, jsonl)
+    out.print(render.rules_table(policy, title=f"Learned rules -> {output}"))
+
+
+@app.command()
+@_handles_errors
+def check(
+    captures: Captures,
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="policy YAML to check against")],
+    inventory: InventoryOpt = None,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+    jsonl: JsonlOpt = None,
+    no_store: NoStoreOpt = False,
+) -> None:
+    """Evaluate every connection against a policy; exit 1 when there are violations."""
+    _check_files([policy], "policy file")
+    pol = load_policy(policy)
+    inv = _load_inventory(inventory)
+    resolver = Resolver(inv)
+    named = _flows(captures, resolver, _Problems(quiet=as_json))
+    items = check_flows(named, PolicyEngine(pol))
+    events = violation_events(items, ",".join(map(str, captures)))
+    _record(events, db, no_store, jsonl)
+    violations = [i for i in items if i.verdict.violation]
+    if as_json:
+        _dump(
+            {
+                "policy": str(policy),
+                "verdicts": [i.to_dict() for i in items],
+                "violations": len(violations),
+                "sessions_in_violation": sum(i.conversation.sessions for i in violations),
+            }
+        )
+    else:
+        out.print(render.verdicts_table(items))
+        render.print_violations(out, items)
+        out.print(f"{len(violations)} violation(s) in {len(items)} conversation(s)")
+    if violations:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_handles_errors
+def events(
+    type_: Annotated[str | None, typer.Option("--type", help="violation, learned, threat, dlp, waf")] = None,
+    group: Annotated[str | None, typer.Option(help="only events with this client or server group")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time or a duration such as 30m, 2h, 7d")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many events (newest)")] = None,
+    as_json: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """List the stored events."""
+    try:
+        since_dt = parse_since(since) if since else None
+    except ValueError as exc:
+        raise _fail(f"--since: {exc}") from None
+    store = EventStore(db)
+    try:
+        rows = store.query(type=type_, group=group, since=since_dt, limit=limit, order="desc" if limit else "asc")
+    finally:
+        store.close()
+    if limit:
+        rows.reverse()
+    if as_json:
+        _dump([e.to_dict() for e in rows])
+    else:
+        out.print(render.events_table(rows))
+
+
+@policy_app.command("validate")
+@_handles_errors
+def policy_validate(files: Annotated[list[Path], typer.Argument(help="policy YAML files")]) -> None:
+    """Check policy files; report every error with its file, document and field path."""
+    failed = False
+    for f in files:
+        try:
+            pol = load_policy(f)
+        except PodwallError as exc:
+            failed = True
+            err.print(f"[bold red]invalid:[/] {exc}", highlight=False)
+            continue
+        out.print(f"{f}: valid ({len(pol.spec.groups)} group(s), {len(pol.spec.rules)} rule(s))", highlight=False)
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+@_handles_errors
+def demo(
+    db: DbOpt = None,
+    no_store: NoStoreOpt = False,
+    workdir: Annotated[Path | None, typer.Option(help="where to write the learned policy (default: a temp dir)")] = None,
+) -> None:
+    """Learn the demo application's policy from its normal traffic, then catch the exploit."""
+    from podwall.demo import run_demo
+
+    code = run_demo(out, db=db, no_store=no_store, workdir=workdir)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point: map podwall's errors to exit code 2 with their located message."""
+    try:
+        app()
+    except PodwallError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

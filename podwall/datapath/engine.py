@@ -1,0 +1,45 @@
+"""The datapath engine, pure: frames in, finished flows out (decode -> flow table -> DPI).
+
+The same engine runs over capture files, a live tap and inline packets: only the source of
+frames differs. It does no I/O; callers hand it frames and collect the flows it finishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from podwall.core.errors import Problem
+from podwall.core.limits import DEFAULT_LIMITS, Limits
+from podwall.datapath.decode import Decoder
+from podwall.datapath.flows import Flow, FlowTable
+from podwall.datapath.io.pcap import Frame
+from podwall.dpi.session import DpiSession
+
+
+class Engine:
+    """Decodes frames, tracks flows and runs the DPI; returns flows as they end."""
+
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        *,
+        dpi: bool = True,
+        on_problem: Callable[[Problem], None] | None = None,
+    ) -> None:
+        self.limits = limits
+        self.decoder = Decoder(limits, on_problem=on_problem)
+        factory = (lambda ctx: DpiSession(ctx, limits)) if dpi else None
+        self.table = FlowTable(limits, dpi_factory=factory)
+        self.packets = 0
+
+    def feed(self, frame: Frame) -> list[Flow]:
+        """Process one frame; returns the flows it (or the time it carries) ended."""
+        pkt = self.decoder.decode(frame)
+        if pkt is None:
+            return []
+        self.packets += 1
+        return self.table.add(pkt)
+
+    def finish(self) -> list[Flow]:
+        """End of input: every remaining flow ends."""
+        return self.table.flush()
