@@ -103,7 +103,7 @@ def read_flows(
     """Yield every flow of every capture, named. `progress(n)` is told of each n bytes read."""
     for path in paths:
         source = str(path)
-        engine = Engine(limits, dpi=dpi, on_problem=on_problem)
+        engine = Engine(limits, dpi=dpi, on_problem=on_problem, source=source)
         with CaptureReader(path, on_problem=on_problem) as reader:
             done = 0
             for frame in reader:

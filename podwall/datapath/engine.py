@@ -25,9 +25,10 @@ class Engine:
         *,
         dpi: bool = True,
         on_problem: Callable[[Problem], None] | None = None,
+        source: str | None = None,
     ) -> None:
         self.limits = limits
-        self.decoder = Decoder(limits, on_problem=on_problem)
+        self.decoder = Decoder(limits, on_problem=on_problem, source=source)
         factory = (lambda ctx: DpiSession(ctx, limits)) if dpi else None
         self.table = FlowTable(limits, dpi_factory=factory)
         self.packets = 0
@@ -41,5 +42,6 @@ class Engine:
         return self.table.add(pkt)
 
     def finish(self) -> list[Flow]:
-        """End of input: every remaining flow ends."""
+        """End of input: incomplete fragment trains are dropped and every remaining flow ends."""
+        self.decoder.finish()
         return self.table.flush()

@@ -121,7 +121,6 @@ class FragmentReassembler:
         """Forget every incomplete datagram (end of input); returns how many were incomplete."""
         gone = len(self._trains)
         self._trains.clear()
-        self.stats["fragment_expired"] += gone
         return gone
 
     @staticmethod
@@ -136,7 +135,9 @@ class FragmentReassembler:
             if end > train.total:
                 raise FragmentError(f"fragment ends at byte {end}, after the datagram's end {train.total}")
         elif not more and train.spans and train.spans[-1][1] > end:
-            raise FragmentError(f"last fragment ends at byte {end}, but data up to {train.spans[-1][1]} was seen")
+            raise FragmentError(
+                f"last fragment ends at byte {end}, but data up to {train.spans[-1][1]} was seen"
+            )
 
     def _place(self, train: _Train, start: int, end: int, data: bytes) -> None:
         """Copy the parts of [start, end) not yet held; compare the parts already held."""
@@ -166,9 +167,7 @@ class FragmentReassembler:
             buf[cursor:end] = data[cursor - start :]
         if differs:
             self.stats["fragment_overlap"] += 1
-        elif overlapped and cursor <= start:
-            pass
-        if overlapped and not differs and _covered(spans, start, end):
+        elif overlapped and _covered(spans, start, end):
             self.stats["fragment_duplicate"] += 1
         _merge(spans, start, end)
 

@@ -24,8 +24,10 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    insert,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -36,6 +38,7 @@ from sqlalchemy.types import TypeDecorator
 from podwall.core.errors import PodwallError
 
 ENV_VAR = "PODWALL_DB"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 SCHEMA_VERSION = 1
 
 # Migrations from version N-1 to N, keyed by N; run in order inside one transaction.
@@ -156,14 +159,21 @@ def make_engine(url_or_path: str) -> Engine:
     """An engine for the database, created with its directory and schema if missing."""
     url = to_url(url_or_path)
     shown = display_url(url)
+    if url.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise StoreError(
+            f"cannot open database {shown}: backend {url.get_backend_name()!r} is not supported "
+            f"(podwall stores events in {' or '.join(SUPPORTED_BACKENDS)})"
+        )
     try:
         if url.get_backend_name() == "sqlite":
             engine = _sqlite_engine(url, shown)
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
-        hint = " (pip install 'psycopg[binary]')" if url.get_backend_name() == "postgresql" else ""
-        raise StoreError(f"cannot open database {shown}: driver not installed{hint}: {exc}") from None
+        hint = " (pip install 'psycopg[binary]')" if url.drivername == "postgresql+psycopg" else ""
+        raise StoreError(
+            f"cannot open database {shown}: unknown dialect or driver not installed{hint}: {exc}"
+        ) from None
     try:
         ensure_schema(engine)
     except BaseException:
@@ -226,7 +236,7 @@ def ensure_schema(engine: Engine) -> int:
             fresh = not engine.dialect.has_table(conn, SchemaVersionRow.__tablename__)
             if fresh:
                 Base.metadata.create_all(conn)
-                conn.execute(SchemaVersionRow.__table__.insert().values(id=1, version=SCHEMA_VERSION))
+                conn.execute(insert(SchemaVersionRow).values(id=1, version=SCHEMA_VERSION))
                 return SCHEMA_VERSION
             found = conn.execute(select(SchemaVersionRow.version).where(SchemaVersionRow.id == 1)).scalar()
             version = int(found) if found is not None else 0
@@ -246,11 +256,10 @@ def ensure_schema(engine: Engine) -> int:
 
 
 def _set_version(conn: Connection, exists: bool) -> None:
-    table = SchemaVersionRow.__table__
     if exists:
-        conn.execute(table.update().where(table.c.id == 1).values(version=SCHEMA_VERSION))
+        conn.execute(update(SchemaVersionRow).where(SchemaVersionRow.id == 1).values(version=SCHEMA_VERSION))
     else:
-        conn.execute(table.insert().values(id=1, version=SCHEMA_VERSION))
+        conn.execute(insert(SchemaVersionRow).values(id=1, version=SCHEMA_VERSION))
 
 
 def reason(exc: SQLAlchemyError) -> str:

@@ -15,8 +15,10 @@ from types import TracebackType
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, Engine, func, insert, or_, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import ColumnElement, Connection, Engine, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 
 from podwall.core.events import Event, EventType
 from podwall.store.db import (
@@ -57,37 +59,14 @@ class EventStore:
         if not rows:
             return 0
         engine = self.engine
-        # A concurrent writer may store one of our ids between our check and our insert: the
-        # transaction then fails whole, and a second attempt sees that row as already stored.
-        for attempt in (1, 2):
-            try:
-                return self._add_once(engine, rows)
-            except IntegrityError as exc:
-                if attempt == 2:
-                    raise StoreError(
-                        f"cannot store {len(rows)} events in {self._shown}: {reason(exc)}; "
-                        "nothing from this batch was stored"
-                    ) from exc
-            except SQLAlchemyError as exc:
-                raise StoreError(
-                    f"cannot store {len(rows)} events in {self._shown}: {reason(exc)}; "
-                    "nothing from this batch was stored"
-                ) from exc
-        raise AssertionError("unreachable")
-
-    def _add_once(self, engine: Engine, rows: dict[str, dict[str, Any]]) -> int:
-        with write_connection(engine) as conn, conn.begin():
-            stored = _stored_data(conn, list(rows))
-            for event_id, data in stored.items():
-                if data != rows[event_id]["data"]:
-                    raise ValueError(
-                        f"event id {event_id!r} is already stored with different content; "
-                        "nothing from this batch was stored"
-                    )
-            new = [row for event_id, row in rows.items() if event_id not in stored]
-            for start in range(0, len(new), _CHUNK):
-                conn.execute(insert(EventRow), new[start : start + _CHUNK])
-            return len(new)
+        try:
+            with write_connection(engine) as conn, conn.begin():
+                return _insert_new(conn, rows)
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot store {len(rows)} events in {self._shown}: {reason(exc)}; "
+                "nothing from this batch was stored"
+            ) from exc
 
     def write(self, events: Sequence[Event]) -> None:
         """Sink interface: store the batch (see `add`)."""
@@ -203,13 +182,26 @@ def _row(event: Event, index: int) -> dict[str, Any]:
     }
 
 
-def _stored_data(conn: Any, ids: list[str]) -> dict[str, Any]:
-    stored: dict[str, Any] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
+def _insert_new(conn: Connection, rows: dict[str, dict[str, Any]]) -> int:
+    """Insert the rows whose id is not stored yet; refuse (roll back) if a stored one differs."""
+    insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    # ON CONFLICT DO NOTHING rather than look-then-insert: a concurrent writer of the same
+    # event then cannot make this transaction fail (PostgreSQL waits for it, then skips).
+    statement = insert(EventRow).on_conflict_do_nothing(index_elements=["id"]).returning(EventRow.id)
+    pending = list(rows.values())
+    inserted: set[str] = set()
+    for start in range(0, len(pending), _CHUNK):
+        inserted.update(conn.execute(statement, pending[start : start + _CHUNK]).scalars())
+    skipped = [event_id for event_id in rows if event_id not in inserted]
+    for start in range(0, len(skipped), _CHUNK):
+        chunk = skipped[start : start + _CHUNK]
         for event_id, data in conn.execute(select(EventRow.id, EventRow.data).where(EventRow.id.in_(chunk))):
-            stored[event_id] = data
-    return stored
+            if data != rows[event_id]["data"]:
+                raise ValueError(
+                    f"event id {event_id!r} is already stored with different content; "
+                    "nothing from this batch was stored"
+                )
+    return len(inserted)
 
 
 def _filters(
@@ -217,7 +209,8 @@ def _filters(
 ) -> Iterator[ColumnElement[bool]]:
     if type_ is not None:
         if type_ not in _EVENT_TYPES:
-            raise ValueError(f"unknown event type {type_!r}; expected one of {', '.join(sorted(_EVENT_TYPES))}")
+            known = ", ".join(sorted(_EVENT_TYPES))
+            raise ValueError(f"unknown event type {type_!r}; expected one of {known}")
         yield EventRow.type == str(type_)
     if group is not None:
         yield or_(EventRow.client_group == group, EventRow.server_group == group)

@@ -1,0 +1,541 @@
+"""Bidirectional flow table: packets in, finished flows out, with TCP reassembly feeding the DPI.
+
+A flow is one conversation between two (address, port) ends over one transport. The table
+decides which end is the client, counts both directions, follows TCP's handshake and
+teardown, reassembles TCP streams for the DPI until the DPI has seen enough, and ends flows
+on FIN/RST, idle and active timeouts, eviction, or the end of the capture. Time is the
+capture's time (packet timestamps), so the same capture always gives the same flows.
+See docs/flows.md for the rules.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from podwall.core.limits import DEFAULT_LIMITS, Limits
+from podwall.core.types import (
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Direction,
+    FlowKey,
+    Packet,
+)
+from podwall.datapath.reassembly import StreamReassembler, seq_diff
+from podwall.dpi.base import DetectContext, L7Event
+
+__all__ = [
+    "CLOSE_GRACE",
+    "EPHEMERAL_MIN",
+    "SERVICE_PORTS",
+    "DpiFactory",
+    "DpiSessionLike",
+    "Flow",
+    "FlowTable",
+    "default_dpi_factory",
+    "is_service_port",
+    "server_side_by_port",
+]
+
+# Well-known service ports above 1023 that decide who is the server when the handshake was
+# not seen (databases, brokers, caches, coordination, HTTP alternates, Kubernetes, gRPC).
+SERVICE_PORTS: frozenset[int] = frozenset(
+    {
+        1433, 1521, 1883, 2181, 2379, 2380, 3000, 3306, 4222, 4317, 4318, 5432, 5601, 5671, 5672,
+        6379, 6443, 6650, 7000, 7001, 8000, 8080, 8086, 8443, 8500, 8883, 8888, 9042, 9090, 9092,
+        9200, 9300, 9411, 10250, 11211, 15672, 26257, 27017, 50051,
+    }
+)  # fmt: skip
+EPHEMERAL_MIN = 32768  # start of the client port range (Linux 32768-60999, IANA 49152-65535)
+
+# Seconds a flow closed by FIN/RST stays in the table to absorb trailing ACKs and
+# retransmissions (capped by the idle timeout); a new SYN on the same 5-tuple ends it at once.
+CLOSE_GRACE = 30.0
+SWEEP_INTERVAL = 1.0  # seconds of capture time between idle sweeps
+
+_C2S = Direction.C2S
+_S2C = Direction.S2C
+_SYN_ACK = TCP_SYN | TCP_ACK
+_SYN_FIN_RST = TCP_SYN | TCP_FIN | TCP_RST
+_ECHO_REPLY = {PROTO_ICMP: 0, PROTO_ICMPV6: 129}
+
+_Key = tuple[int, bytes, int, bytes, int]
+
+
+class DpiSessionLike(Protocol):
+    """What the flow table needs from a DPI session (implemented by `podwall.dpi.session.DpiSession`)."""
+
+    app: str | None
+    server_name: str | None
+    events: list[L7Event]
+    error: str | None
+    done: bool
+
+    def on_stream(self, direction: Direction, data: bytes) -> None: ...
+
+    def on_datagram(self, direction: Direction, data: bytes) -> None: ...
+
+    def on_gap(self, direction: Direction) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+DpiFactory = Callable[[DetectContext], DpiSessionLike]
+
+
+def default_dpi_factory(limits: Limits = DEFAULT_LIMITS) -> DpiFactory:
+    """A factory making `DpiSession`s; imported here, not at module load, so flows work without DPI."""
+    from podwall.dpi.session import DpiSession
+
+    def make(ctx: DetectContext) -> DpiSessionLike:
+        return DpiSession(ctx, limits)
+
+    return make
+
+
+def is_service_port(port: int) -> bool:
+    """True for a system port (1-1023) or one of the well-known service ports above it."""
+    return 0 < port < 1024 or port in SERVICE_PORTS
+
+
+def server_side_by_port(sport: int, dport: int) -> bool | None:
+    """Which end of a packet looks like the server by its port: True = destination,
+    False = source, None = the ports do not tell."""
+    s_svc = is_service_port(sport)
+    d_svc = is_service_port(dport)
+    if s_svc != d_svc:
+        return d_svc
+    lo, hi = (sport, dport) if sport < dport else (dport, sport)
+    if lo < EPHEMERAL_MIN <= hi:
+        return dport == lo
+    return None
+
+
+class Flow:
+    """One conversation, as it ends up in reports, policy and learning.
+
+    Per-direction lists are indexed by `Direction` (0 = client to server). `bytes` sums IP
+    lengths, `payload_bytes` sums transport payloads (retransmissions included). `role_by`
+    says how the client was chosen: "syn", "syn-ack", "port" or "first-packet".
+    `end_reason` is "" while the flow is live, then one of "idle", "active", "fin", "rst",
+    "end-of-capture", "evicted". `retrans_bytes`, `ooo_segments` and `lost_bytes` come from
+    TCP reassembly and are final once the flow has ended; `gaps` and `overlap_conflict` are
+    current at every packet.
+    """
+
+    __slots__ = (
+        "_close_reason",
+        "_fin_acked",
+        "_fin_pending",
+        "_fin_seq",
+        "_isn",
+        "_k",
+        "_reasm",
+        "bytes",
+        "client_ip",
+        "client_port",
+        "closed",
+        "dpi",
+        "end_reason",
+        "fin_seen",
+        "first_frame",
+        "first_ts",
+        "gaps",
+        "icmp_code",
+        "icmp_type",
+        "key",
+        "last_frame",
+        "last_ts",
+        "lost_bytes",
+        "midstream",
+        "ooo_segments",
+        "overlap_conflict",
+        "packets",
+        "payload_bytes",
+        "proto",
+        "retrans_bytes",
+        "role_by",
+        "rst_seen",
+        "server_ip",
+        "server_port",
+        "syn_seen",
+        "synack_seen",
+        "vlan",
+    )
+
+    def __init__(
+        self,
+        key: FlowKey,
+        client_ip: bytes,
+        client_port: int,
+        server_ip: bytes,
+        server_port: int,
+        first: Packet,
+        role_by: str,
+        midstream: bool,
+    ) -> None:
+        self.key = key
+        self.proto = key.proto
+        self.client_ip = client_ip
+        self.client_port = client_port
+        self.server_ip = server_ip
+        self.server_port = server_port
+        self.first_ts = first.ts
+        self.last_ts = first.ts
+        self.first_frame = first.frame
+        self.last_frame = first.frame
+        self.vlan = first.vlan
+        self.icmp_type = first.icmp_type
+        self.icmp_code = first.icmp_code
+        self.packets = [0, 0]
+        self.bytes = [0, 0]
+        self.payload_bytes = [0, 0]
+        self.role_by = role_by
+        self.midstream = midstream
+        self.syn_seen = False
+        self.synack_seen = False
+        self.fin_seen = [False, False]
+        self.rst_seen = False
+        self.closed = False  # both FINs acknowledged, or RST: held briefly, then ended
+        self.overlap_conflict = False
+        self.gaps = 0
+        self.lost_bytes = 0
+        self.retrans_bytes = 0
+        self.ooo_segments = 0
+        self.end_reason = ""
+        self.dpi: DpiSessionLike | None = None
+        self._k: _Key = (key.proto, key.ip_a, key.port_a, key.ip_b, key.port_b)
+        self._reasm: list[StreamReassembler] | None = None
+        self._fin_seq: list[int | None] = [None, None]  # sequence number each FIN occupies
+        self._fin_acked = [False, False]
+        self._fin_pending = False  # a FIN waits for its ACK: plain ACKs need a look
+        self._isn: int | None = None  # the client's SYN sequence number, to tell retransmitted SYNs
+        self._close_reason = ""
+
+    def direction_of(self, src: bytes, sport: int) -> Direction:
+        """Direction of a packet sent from (src, sport) within this flow."""
+        return _C2S if sport == self.client_port and src == self.client_ip else _S2C
+
+    @property
+    def app(self) -> str | None:
+        """The application the DPI named, or None (no DPI, undecided, or "unknown")."""
+        dpi = self.dpi
+        if dpi is None:
+            return None
+        app = dpi.app
+        return None if app == "unknown" else app
+
+    @property
+    def server_name(self) -> str | None:
+        """TLS SNI, HTTP Host or DNS name the DPI saw, if any."""
+        return self.dpi.server_name if self.dpi is not None else None
+
+    @property
+    def packets_total(self) -> int:
+        return self.packets[0] + self.packets[1]
+
+    @property
+    def bytes_total(self) -> int:
+        return self.bytes[0] + self.bytes[1]
+
+    @property
+    def duration(self) -> float:
+        return self.last_ts - self.first_ts
+
+    def __repr__(self) -> str:
+        return (
+            f"Flow(proto={self.proto}, client={self.client_ip.hex()}:{self.client_port}, "
+            f"server={self.server_ip.hex()}:{self.server_port}, packets={self.packets}, "
+            f"role_by={self.role_by!r}, end_reason={self.end_reason!r})"
+        )
+
+
+class FlowTable:
+    """Tracks live flows; `add` a packet, get back the flows that ended (by timeout, close or eviction).
+
+    Timeouts follow capture time: a packet whose flow is idle (`idle_timeout`) or too old
+    (`active_timeout`) ends that flow and starts a new one; other idle flows are swept at most
+    once per second of capture time. `last_flow`/`last_direction` name where the last packet went.
+    """
+
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        dpi_factory: DpiFactory | None = None,
+        close_grace: float | None = None,
+    ) -> None:
+        self.limits = limits
+        self._dpi_factory = dpi_factory
+        self._idle = limits.idle_timeout
+        self._active = limits.active_timeout
+        self._grace = min(CLOSE_GRACE, limits.idle_timeout) if close_grace is None else close_grace
+        self._window = limits.reasm_window
+        self._max = limits.max_flows
+        # Both ordered by last activity (oldest first), so sweeps stop at the first live flow.
+        self._open: OrderedDict[_Key, Flow] = OrderedDict()
+        self._closed: OrderedDict[_Key, Flow] = OrderedDict()
+        self._next_sweep = float("-inf")
+        self.last_flow: Flow | None = None
+        self.last_direction: Direction = _C2S
+        self.flows_started = 0
+        self.flows_evicted = 0
+
+    def __len__(self) -> int:
+        """Flows currently held (including closed ones in their grace period)."""
+        return len(self._open) + len(self._closed)
+
+    @property
+    def active_flows(self) -> int:
+        """Same as `len(table)`: flows held right now."""
+        return len(self._open) + len(self._closed)
+
+    def __iter__(self) -> Iterator[Flow]:
+        yield from self._closed.values()
+        yield from self._open.values()
+
+    def add(self, pkt: Packet) -> list[Flow]:
+        """Account one packet to its flow; return the flows that ended meanwhile (swept, split, evicted)."""
+        ts = pkt.ts
+        ended: list[Flow] = []
+        if ts >= self._next_sweep:
+            self._sweep(ts, ended)
+            self._next_sweep = ts + SWEEP_INTERVAL
+        src = pkt.src
+        dst = pkt.dst
+        sport = pkt.sport
+        dport = pkt.dport
+        if src < dst or (src == dst and sport <= dport):
+            k: _Key = (pkt.proto, src, sport, dst, dport)
+        else:
+            k = (pkt.proto, dst, dport, src, sport)
+        inherit: Flow | None = None
+        flow = self._open.get(k)
+        if flow is not None:
+            if ts - flow.last_ts >= self._idle:
+                reason = "idle"
+            elif ts - flow.first_ts >= self._active:
+                reason = "active"
+                inherit = flow
+            elif pkt.tcp_flags & _SYN_ACK == TCP_SYN and self._is_new_syn(flow, pkt):
+                reason = "rst" if flow.rst_seen else "fin"
+            else:
+                reason = ""
+            if reason:
+                del self._open[k]
+                ended.append(self._end(flow, reason))
+                flow = None
+            else:
+                self._open.move_to_end(k)
+        else:
+            flow = self._closed.get(k)
+            if flow is not None:
+                if ts - flow.last_ts >= self._grace or (
+                    pkt.tcp_flags & _SYN_ACK == TCP_SYN and self._is_new_syn(flow, pkt)
+                ):
+                    del self._closed[k]
+                    ended.append(self._end(flow, ""))
+                    flow = None
+                else:
+                    self._closed.move_to_end(k)
+        if flow is None:
+            flow = self._start(k, pkt, inherit, ended)
+        d = _C2S if sport == flow.client_port and src == flow.client_ip else _S2C
+        self._account(flow, pkt, d)
+        self.last_flow = flow
+        self.last_direction = d
+        return ended
+
+    def flush(self) -> list[Flow]:
+        """End every remaining flow (end of capture); closed flows keep "fin"/"rst" as their reason."""
+        ended = [self._end(f, "end-of-capture") for f in self._closed.values()]
+        ended.extend(self._end(f, "end-of-capture") for f in self._open.values())
+        self._closed.clear()
+        self._open.clear()
+        self.last_flow = None
+        return ended
+
+    # -- internals -------------------------------------------------------------------------
+
+    @staticmethod
+    def _is_new_syn(flow: Flow, pkt: Packet) -> bool:
+        """A SYN (no ACK) that opens a new connection on a tuple whose connection has finished."""
+        if not (flow.rst_seen or flow.fin_seen[0] or flow.fin_seen[1]):
+            return False
+        retransmitted = (
+            flow._isn is not None
+            and pkt.seq == flow._isn
+            and pkt.sport == flow.client_port
+            and pkt.src == flow.client_ip
+        )
+        return not retransmitted
+
+    def _sweep(self, ts: float, ended: list[Flow]) -> None:
+        for table, limit in ((self._open, self._idle), (self._closed, self._grace)):
+            while table:
+                k, flow = next(iter(table.items()))
+                if ts - flow.last_ts < limit:
+                    break
+                del table[k]
+                ended.append(self._end(flow, "idle"))
+
+    def _start(self, k: _Key, pkt: Packet, inherit: Flow | None, ended: list[Flow]) -> Flow:
+        while len(self._open) + len(self._closed) >= self._max and (self._open or self._closed):
+            table = self._closed if self._closed else self._open
+            _, old = table.popitem(last=False)
+            self.flows_evicted += 1
+            ended.append(self._end(old, "evicted"))
+        if inherit is not None:
+            src_is_client = pkt.sport == inherit.client_port and pkt.src == inherit.client_ip
+            role_by, midstream = inherit.role_by, True
+        else:
+            src_is_client, role_by, midstream = _decide_roles(pkt)
+        if src_is_client:
+            cip, cport, sip, sport = pkt.src, pkt.sport, pkt.dst, pkt.dport
+        else:
+            cip, cport, sip, sport = pkt.dst, pkt.dport, pkt.src, pkt.sport
+        flow = Flow(FlowKey(*k), cip, cport, sip, sport, pkt, role_by, midstream)
+        proto = pkt.proto
+        if self._dpi_factory is not None and proto in (PROTO_TCP, PROTO_UDP):
+            flow.dpi = self._dpi_factory(DetectContext(proto, cport, sport))
+            if proto == PROTO_TCP:
+                flow._reasm = [StreamReassembler(self._window), StreamReassembler(self._window)]
+        self._open[k] = flow
+        self.flows_started += 1
+        return flow
+
+    def _account(self, flow: Flow, pkt: Packet, d: Direction) -> None:
+        flow.packets[d] += 1
+        flow.bytes[d] += pkt.ip_len
+        payload = pkt.payload
+        n = len(payload)
+        if n:
+            flow.payload_bytes[d] += n
+        if pkt.ts > flow.last_ts:
+            flow.last_ts = pkt.ts
+        flow.last_frame = pkt.frame
+        proto = flow.proto
+        if proto == PROTO_TCP:
+            flags = pkt.tcp_flags
+            if flags & _SYN_FIN_RST or flow._fin_pending:
+                self._tcp_state(flow, pkt, d, flags, n)
+            dpi = flow.dpi
+            if dpi is not None and not dpi.done and (n or flags & (TCP_SYN | TCP_FIN)):
+                self._feed_stream(flow, dpi, pkt, d, flags)
+        elif proto == PROTO_UDP:
+            dpi = flow.dpi
+            if n and dpi is not None and not dpi.done:
+                dpi.on_datagram(d, payload)
+
+    def _feed_stream(self, flow: Flow, dpi: DpiSessionLike, pkt: Packet, d: Direction, flags: int) -> None:
+        reasm = flow._reasm
+        if reasm is None:
+            return
+        r = reasm[d]
+        if flags & _SYN_ACK == _SYN_ACK:
+            # A SYN-ACK's ACK is where the client's data starts, even if its SYN was not seen.
+            reasm[d.other].start_at(pkt.ack)
+        gaps = r.gaps
+        data = r.add(pkt.seq, pkt.payload, bool(flags & TCP_SYN), bool(flags & TCP_FIN))
+        if r.overlap_conflict:
+            flow.overlap_conflict = True
+        if r.gap:
+            flow.gaps += r.gaps - gaps
+            dpi.on_gap(d)
+        if data and not dpi.done:
+            dpi.on_stream(d, data)
+        if dpi.done:
+            self._drop_reassembly(flow)
+
+    def _tcp_state(self, flow: Flow, pkt: Packet, d: Direction, flags: int, n: int) -> None:
+        if flags & TCP_SYN:
+            if flags & TCP_ACK:
+                if d == _S2C:
+                    flow.synack_seen = True
+            else:
+                flow.syn_seen = True
+                if d == _C2S and flow._isn is None:
+                    flow._isn = pkt.seq
+        if flags & TCP_FIN and flow._fin_seq[d] is None:
+            flow.fin_seen[d] = True
+            flow._fin_seq[d] = (pkt.seq + n + (1 if flags & TCP_SYN else 0)) & 0xFFFFFFFF
+            flow._fin_pending = True
+        if flags & TCP_RST:
+            flow.rst_seen = True
+            self._close(flow, "rst")
+        if flow._fin_pending and flags & TCP_ACK:
+            o = d.other
+            fin = flow._fin_seq[o]
+            if fin is not None and not flow._fin_acked[o] and seq_diff(pkt.ack, fin) >= 1:
+                flow._fin_acked[o] = True
+            acked = flow._fin_acked
+            if acked[0] and acked[1]:
+                flow._fin_pending = False
+                self._close(flow, "fin")
+            else:
+                seqs = flow._fin_seq
+                flow._fin_pending = (seqs[0] is not None and not acked[0]) or (
+                    seqs[1] is not None and not acked[1]
+                )
+
+    def _close(self, flow: Flow, reason: str) -> None:
+        """The connection is over: keep the flow briefly (trailing packets) in the closed table."""
+        if flow.closed:
+            return
+        flow.closed = True
+        flow._close_reason = reason
+        k = flow._k
+        if self._open.pop(k, None) is flow:
+            self._closed[k] = flow
+
+    def _drop_reassembly(self, flow: Flow) -> None:
+        """The DPI needs no more bytes: keep the reassemblers' counters, free their buffers."""
+        reasm = flow._reasm
+        if reasm is None:
+            return
+        flow._reasm = None
+        for r in reasm:
+            flow.retrans_bytes += r.retrans_bytes
+            flow.ooo_segments += r.ooo_segments
+            flow.lost_bytes += r.lost_bytes
+
+    def _end(self, flow: Flow, reason: str) -> Flow:
+        if flow.closed:
+            reason = flow._close_reason
+        elif reason in ("idle", "end-of-capture", "") and flow.fin_seen[0] and flow.fin_seen[1]:
+            reason = "fin"  # both FINs seen, only the last ACK was missed
+        elif not reason:
+            reason = "idle"
+        flow.end_reason = reason
+        self._drop_reassembly(flow)
+        if flow.dpi is not None:
+            flow.dpi.finish()
+        return flow
+
+
+def _decide_roles(pkt: Packet) -> tuple[bool, str, bool]:
+    """For a flow's first packet: (its sender is the client, how that was decided, mid-stream)."""
+    proto = pkt.proto
+    if proto == PROTO_TCP:
+        flags = pkt.tcp_flags & _SYN_ACK
+        if flags == TCP_SYN:
+            return True, "syn", False
+        if flags == _SYN_ACK:
+            return False, "syn-ack", False
+        by_port = server_side_by_port(pkt.sport, pkt.dport)
+        if by_port is not None:
+            return by_port, "port", True
+        return True, "first-packet", True
+    if proto == PROTO_UDP:
+        if is_service_port(pkt.sport) and not is_service_port(pkt.dport):
+            return False, "port", False  # a reply seen first
+        return True, "first-packet", False
+    if _ECHO_REPLY.get(proto) == pkt.icmp_type:
+        return False, "first-packet", False  # an echo reply seen first: its receiver pinged
+    return True, "first-packet", False

@@ -1,0 +1,141 @@
+"""Bounds-checked reading of binary wire formats for the protocol parsers.
+
+A `Reader` walks a complete message and fails closed: every read past its end raises
+`ProtocolError` saying what was being read and at which offset, never `IndexError` or
+`struct.error`. Parsers first make sure a whole message is buffered (by its length field)
+and then read it with a `Reader`, so an overrun always means a malformed message.
+`StreamBuffer` is the bounded per-direction receive buffer that TCP parsers share.
+"""
+
+from __future__ import annotations
+
+from podwall.core.errors import ProtocolError
+
+__all__ = ["Reader", "StreamBuffer"]
+
+
+class Reader:
+    """A cursor over `data[pos:end]` whose every read is checked against `end`."""
+
+    __slots__ = ("_data", "_end", "_pos", "what")
+
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None, what: str = "message") -> None:
+        size = len(data)
+        stop = size if end is None else end
+        if not 0 <= pos <= stop <= size:
+            raise ProtocolError(f"{what}: bad bounds {pos}..{stop} for {size} bytes")
+        self._data = data
+        self._pos = pos
+        self._end = stop
+        self.what = what
+
+    @property
+    def data(self) -> bytes:
+        """The whole underlying buffer (for formats with absolute offsets, such as DNS names)."""
+        return self._data
+
+    @property
+    def pos(self) -> int:
+        return self._pos
+
+    @property
+    def end(self) -> int:
+        return self._end
+
+    def remaining(self) -> int:
+        return self._end - self._pos
+
+    def at_end(self) -> bool:
+        return self._pos >= self._end
+
+    def seek(self, pos: int) -> None:
+        """Move to an absolute offset within the reader's bounds (after following a pointer)."""
+        if not 0 <= pos <= self._end:
+            raise ProtocolError(f"{self.what}: offset {pos} outside 0..{self._end}")
+        self._pos = pos
+
+    def _need(self, n: int, field: str) -> int:
+        start = self._pos
+        if n < 0 or start + n > self._end:
+            raise ProtocolError(
+                f"truncated {self.what}: {field} needs {n} bytes at offset {start}, {self._end - start} left"
+            )
+        self._pos = start + n
+        return start
+
+    def u8(self, field: str = "u8") -> int:
+        start = self._need(1, field)
+        return self._data[start]
+
+    def u16(self, field: str = "u16") -> int:
+        start = self._need(2, field)
+        return int.from_bytes(self._data[start : start + 2], "big")
+
+    def u24(self, field: str = "u24") -> int:
+        start = self._need(3, field)
+        return int.from_bytes(self._data[start : start + 3], "big")
+
+    def u32(self, field: str = "u32") -> int:
+        start = self._need(4, field)
+        return int.from_bytes(self._data[start : start + 4], "big")
+
+    def take(self, n: int, field: str = "bytes") -> bytes:
+        start = self._need(n, field)
+        return bytes(self._data[start : start + n])
+
+    def skip(self, n: int, field: str = "bytes") -> None:
+        self._need(n, field)
+
+    def sub(self, n: int, what: str) -> Reader:
+        """A reader over the next `n` bytes (this one moves past them)."""
+        start = self._need(n, what)
+        return Reader(self._data, start, start + n, what)
+
+    def vec8(self, what: str) -> Reader:
+        """A sub-reader over a vector with a one-byte length prefix."""
+        return self.sub(self.u8(f"{what} length"), what)
+
+    def vec16(self, what: str) -> Reader:
+        """A sub-reader over a vector with a two-byte length prefix."""
+        return self.sub(self.u16(f"{what} length"), what)
+
+    def expect_end(self) -> None:
+        """Fail when bytes are left over where the format says the structure ends."""
+        if self._pos != self._end:
+            raise ProtocolError(
+                f"{self.what}: {self._end - self._pos} unexpected trailing bytes at offset {self._pos}"
+            )
+
+
+class StreamBuffer:
+    """Unparsed bytes of one TCP direction, with a read position and a hard cap.
+
+    Parsers append a chunk, consume from `pos` as far as whole elements allow, then call
+    `compact()`, which drops consumed bytes once per feed (not per element, which would be
+    quadratic) and raises `ProtocolError` when what is left exceeds the cap.
+    """
+
+    __slots__ = ("buf", "cap", "pos", "what")
+
+    def __init__(self, cap: int, what: str) -> None:
+        self.buf = bytearray()
+        self.pos = 0
+        self.cap = cap
+        self.what = what
+
+    def append(self, data: bytes) -> None:
+        self.buf += data
+
+    def available(self) -> int:
+        return len(self.buf) - self.pos
+
+    def compact(self) -> None:
+        if self.pos:
+            del self.buf[: self.pos]
+            self.pos = 0
+        if len(self.buf) > self.cap:
+            raise ProtocolError(f"{self.what} exceeds {self.cap} bytes without completing")
+
+    def clear(self) -> None:
+        self.buf.clear()
+        self.pos = 0
