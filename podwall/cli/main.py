@@ -43,7 +43,7 @@ policy_app = typer.Typer(help="Policy files: validate.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
 out = Console(soft_wrap=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 Captures = Annotated[list[Path], typer.Argument(help="pcap or pcapng files", show_default=False)]
 InventoryOpt = Annotated[

@@ -249,8 +249,10 @@ class _Builder:
             return
         if kind not in INVENTORY_KINDS:
             raw_meta = data.get("metadata")
-            name = raw_meta.get("name") if isinstance(raw_meta, dict) else None
-            label = f"{kind} {name}" if isinstance(name, str) else kind
+            raw_meta = raw_meta if isinstance(raw_meta, dict) else {}
+            name, ns = raw_meta.get("name"), raw_meta.get("namespace")
+            label = f"{kind} {ns}/{name}" if isinstance(ns, str) else f"{kind} {name}"
+            label = label if isinstance(name, str) else kind
             self.warnings.append(
                 Problem(reader.child(label, reader.prefix).at(""), f"kind {kind} is not inventory; ignored")
             )
@@ -379,6 +381,10 @@ class _Builder:
         kind, name = obj.kind, obj.name
         seen = {obj.key}
         while ref is not None and ref.kind != "Node":  # a Node owns only static (mirror) pods
+            if current is not None and ref.kind not in CONTROLLER_KINDS:
+                # A workload object owned by an operator's resource (say a StatefulSet owned by a
+                # `Prometheus`) stays the workload: its name is what users and NeuVector know.
+                break
             if ref.kind is None:
                 self.warnings.append(
                     Problem(
@@ -581,8 +587,11 @@ def kube_part(documents: Iterable[Document]) -> tuple[InventoryPart, tuple[Probl
         builder.add_document(doc)
     part = builder.build()  # also after collection problems, so that every fault is reported at once
     if builder.problems:
-        # A bad intermediate field (say `spec: []`) is met by several readers; report it once.
-        raise InputError("Kubernetes objects", list(dict.fromkeys(builder.problems)))
+        # A bad intermediate field (say `spec: []`) is met by several readers; report it once,
+        # and in input order although objects are read in two passes.
+        problems = list(dict.fromkeys(builder.problems))
+        problems.sort(key=lambda p: (p.location.file or "", p.location.document or 0))
+        raise InputError("Kubernetes objects", problems)
     return part, tuple(builder.warnings)
 
 

@@ -364,7 +364,10 @@ def inventory_files(paths: Sequence[str | Path]) -> list[Path]:
             problems.append(Problem(Location(str(path)), "no such file or directory"))
     if problems:
         raise InputError("inventory", problems)
-    return files
+    unique: dict[Path, Path] = {}  # a file named directly and inside a named directory is read once
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def load_inventory_with_warnings(paths: Sequence[str | Path]) -> LoadResult:

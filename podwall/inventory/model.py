@@ -500,10 +500,12 @@ class FieldReader:
         return good
 
     def ip(self, value: Any, path: str) -> IPAddress | None:
-        text = self.string(value, path)
+        if value is not None and not isinstance(value, str):
+            # YAML 1.1 reads some unquoted IPv6 addresses (`1:2:3:4:5:6:7:8`) as numbers.
+            self.fail(path, f"must be an address string, not {_type_name(value)} {value!r} (quote it)")
+            return None
+        text = self.string(value, path, required=True)
         if text is None:
-            if value is None:
-                self.fail(path, "is required")
             return None
         parsed = parse_ip(text)
         if isinstance(parsed, str):

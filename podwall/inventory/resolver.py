@@ -63,9 +63,13 @@ class Resolver:
                 self._exact[ip] = Endpoint(
                     str(ip), 0, NODES, kind="Node", node=node.name, labels=node.labels.pairs, groups=(NODES,)
                 )
+        by_namespace: dict[str, list[Workload]] = {}
+        for w in inv.workloads:
+            by_namespace.setdefault(w.namespace, []).append(w)
         for svc in inv.services:
+            candidates = by_namespace.get(svc.namespace, [])
             for ip in svc.cluster_ips:
-                self._exact[ip] = self._service_endpoint(inv, svc, str(ip))
+                self._exact[ip] = self._service_endpoint(inv, svc, candidates, str(ip))
         for w in inv.workloads:
             ns_labels = _ns_labels(inv, w.namespace)
             for pod in w.pods:
@@ -102,9 +106,9 @@ class Resolver:
             groups=(w.group, CONTAINERS),
         )
 
-    def _service_endpoint(self, inv: Inventory, svc: Service, ip: str) -> Endpoint:
+    def _service_endpoint(self, inv: Inventory, svc: Service, pool: list[Workload], ip: str) -> Endpoint:
         ns_labels = _ns_labels(inv, svc.namespace)
-        selected = [w for w in inv.workloads if svc.selects(w)]
+        selected = [w for w in pool if svc.selects(w)]  # pool: the workloads of its namespace
         groups = {w.group for w in selected}
         if len(selected) == 1:
             return self._workload_endpoint(selected[0], ip, ns_labels)

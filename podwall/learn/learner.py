@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from podwall.core.types import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Endpoint, Observation
-from podwall.policy.evaluate import PolicyEngine, is_external, is_node, normalize_app
+from podwall.policy.evaluate import DNS_PORT, PolicyEngine, is_external, is_node, normalize_app
 from podwall.policy.model import (
     LEARNED_IDS,
     MODES,
@@ -42,7 +42,6 @@ from podwall.policy.model import (
 )
 
 MAX_LEARNED_PORTS = 20  # beyond this many distinct ports between two groups, learn `any`
-DNS_PORT = 53
 DEFAULT_NAME = "learned"
 
 _WORKLOAD = "workload"

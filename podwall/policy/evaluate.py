@@ -1,10 +1,11 @@
 """Policy evaluation: which groups an endpoint is in, which rule decides a connection, and the mode.
 
 `PolicyEngine` precomputes everything a decision needs once per policy: a membership
-predicate per group, the rules by ID, and an index from (transport, server port) to the
-rules that can apply there, so a decision looks at the few candidate rules for its port
-rather than at every rule. Group membership is cached per endpoint identity (the port and
-pod name do not change membership, so they are not part of the cache key).
+predicate per group, the rules by ID, and an index from (transport, server port) and then
+`to` group to the rules that can apply there, so a decision looks only at the rules towards
+the server's groups on that port rather than at every rule. Group membership is cached per
+endpoint identity (the port and pod name do not change membership, so they are not part of
+the cache key).
 
 Semantics (docs/policy.md has the full reference): user and learned rules, first match by
 ID, disabled rules skipped, no match is the implicit deny (rule 0). Each end's mode is that
@@ -48,6 +49,7 @@ from podwall.policy.model import MODE_RANK, Criterion, Group, Policy, Rule, pars
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+DNS_PORT = 53
 _CACHE_MAX = 65536  # endpoint identities kept; the cache is dropped whole when full
 _UNIDENTIFIED = frozenset({"", "unknown"})
 
@@ -236,8 +238,11 @@ def _membership_key(ep: Endpoint) -> tuple[object, ...]:
 class PolicyEngine:
     """Decides connections against one policy; build once per policy version, reuse for every flow."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, *, dns_service_groups: set[str] | None = None) -> None:
+        """`dns_service_groups`: servers in these groups have unidentified port-53 traffic read as
+        `dns`, as the learner does, so that learned `dns` rules match such connections."""
         self.policy = policy
+        self.dns_service_groups = frozenset(dns_service_groups or ())
         self.default_mode: str = policy.spec.defaultMode
         self._groups = tuple(_compile_group(g, self.default_mode) for g in policy.spec.groups)
         self.rules: tuple[Rule, ...] = tuple(sorted(policy.spec.rules, key=lambda r: r.id))
@@ -249,7 +254,7 @@ class PolicyEngine:
         self._pairs: dict[tuple[str, str], list[_CompiledRule]] = {}
         for rule in self.rules:
             self._index(rule)
-        self._candidates_memo: dict[tuple[int, int], tuple[_CompiledRule, ...]] = {}
+        self._port_memo: dict[tuple[int, int], dict[str, tuple[_CompiledRule, ...]]] = {}
         self._members: dict[tuple[object, ...], Membership] = {}
 
     def _index(self, rule: Rule) -> None:
@@ -270,11 +275,15 @@ class PolicyEngine:
 
     def candidates(self, proto: int, port: int) -> tuple[Rule, ...]:
         """The rules whose ports cover (proto, server port), by ID (disabled ones included)."""
-        return tuple(cr.rule for cr in self._candidates(proto, port))
+        by_to = self._port_index(proto, port)
+        return tuple(
+            cr.rule for cr in sorted((cr for crs in by_to.values() for cr in crs), key=lambda c: c.id)
+        )
 
-    def _candidates(self, proto: int, port: int) -> tuple[_CompiledRule, ...]:
+    def _port_index(self, proto: int, port: int) -> dict[str, tuple[_CompiledRule, ...]]:
+        """Rules covering (proto, port), by their `to` group, each list sorted by ID (memoised)."""
         key = (proto, port)
-        found = self._candidates_memo.get(key)
+        found = self._port_memo.get(key)
         if found is not None:
             return found
         pool: dict[int, _CompiledRule] = {cr.id: cr for cr in self._any}
@@ -283,11 +292,25 @@ class PolicyEngine:
         elif proto in (PROTO_TCP, PROTO_UDP):
             pool.update((cr.id, cr) for cr in self._exact.get(key, ()))
             pool.update((cr.id, cr) for lo, hi, cr in self._ranges.get(proto, ()) if lo <= port <= hi)
-        found = tuple(pool[i] for i in sorted(pool))
-        if len(self._candidates_memo) >= _CACHE_MAX:
-            self._candidates_memo.clear()
-        self._candidates_memo[key] = found
+        grouped: dict[str, list[_CompiledRule]] = {}
+        for rule_id in sorted(pool):
+            grouped.setdefault(pool[rule_id].to, []).append(pool[rule_id])
+        found = {to: tuple(crs) for to, crs in grouped.items()}
+        if len(self._port_memo) >= _CACHE_MAX:
+            self._port_memo.clear()
+        self._port_memo[key] = found
         return found
+
+    def _candidates(self, proto: int, port: int, server: Membership) -> tuple[_CompiledRule, ...]:
+        # Only rules towards one of the server's groups can match; on a busy port such as 80
+        # that is a handful of rules however large the policy.
+        by_to = self._port_index(proto, port)
+        lists = [by_to[g] for g in server.ordered if g in by_to]
+        if not lists:
+            return ()
+        if len(lists) == 1:
+            return lists[0]
+        return tuple(sorted((cr for crs in lists for cr in crs), key=lambda c: c.id))
 
     def membership(self, endpoint: Endpoint) -> Membership:
         """Groups and mode of an endpoint (cached per endpoint identity)."""
@@ -351,10 +374,21 @@ class PolicyEngine:
         app = normalize_app(obs.app)
         transport = proto_name(obs.proto)
         port = obs.server_port
+        if (
+            app is None
+            and port == DNS_PORT
+            and self.dns_service_groups
+            and obs.proto in (PROTO_TCP, PROTO_UDP)
+            and (
+                obs.server.group in self.dns_service_groups
+                or not self.dns_service_groups.isdisjoint(sm.groups)
+            )
+        ):
+            app = "dns"
         consulted: list[RuleCheck] = []
         matched: _CompiledRule | None = None
         seen: set[int] = set()
-        for cr in self._candidates(obs.proto, port):
+        for cr in self._candidates(obs.proto, port, sm):
             failed = self._failed(cr, cm, sm, app)
             if not failed:
                 matched = cr

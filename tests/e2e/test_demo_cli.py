@@ -118,7 +118,7 @@ def test_demo_command_succeeds(tmp_path: Path) -> None:
         (["check", "nope.pcap", "-p", "nope.yaml"], "no such"),
         (["analyze", "{bad}"], "not a pcap"),
         (["policy", "validate", "{badpolicy}"], "spec"),
-        (["analyze", str(NORMAL), "-i", "{badinv}"], "workloads"),
+        (["analyze", str(NORMAL), "-i", "{badinv}"], "pods[0]"),
         (["events", "--since", "yesterday-ish"], "--since"),
     ],
     ids=["missing-file", "not-a-capture", "bad-policy", "bad-inventory", "bad-since"],

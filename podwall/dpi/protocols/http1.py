@@ -27,7 +27,7 @@ from podwall.dpi.wire import StreamBuffer
 __all__ = ["BODY_CAPTURE", "METHODS", "HttpDetector", "HttpParser"]
 
 APP = "http"
-BODY_CAPTURE = 64 * 1024  # body bytes kept per message for inspection
+BODY_CAPTURE = 64 * 1024  # body bytes kept per message for inspection (at most Limits.parser_buffer)
 MAX_HEADERS_KEPT = 64  # headers listed in an event (all of them are still parsed)
 MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) longer than this is an attack, not HTTP
 _DETECT_LINE = 8192  # request lines longer than this are not taken as HTTP by the detector
@@ -174,6 +174,7 @@ class HttpParser:
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limit = limits.parser_buffer
+        self._body_cap = min(BODY_CAPTURE, limits.parser_buffer)
         self._client = _Side(True, limits.parser_buffer)
         self._server = _Side(False, limits.parser_buffer)
         self._pending: deque[str] = deque()  # methods of requests still waiting for a final response
@@ -389,10 +390,10 @@ class HttpParser:
         if end <= start:
             return
         side.body_seen += end - start
-        room = BODY_CAPTURE - len(side.body)
+        room = self._body_cap - len(side.body)
         if room > 0:
             side.body += buf[start : min(end, start + room)]
-            if len(side.body) >= BODY_CAPTURE and not side.emitted:
+            if len(side.body) >= self._body_cap and not side.emitted:
                 # inspection gets the first bytes now instead of after an unbounded body
                 self._emit(side, out)
 

@@ -118,6 +118,17 @@ def command_key(command: str, args: list[bytes]) -> str | None:
     return _text(args[index])
 
 
+def _check_crlf(buf: bytearray, start: int, n: int, data_left: int, what: str) -> None:
+    """The consumed bytes `buf[start:start+n]` that fall on a blob's closing CRLF must be exactly that.
+
+    `data_left` is how many payload bytes preceded the CRLF at `start` (negative when the CR
+    was consumed by an earlier feed), so the check holds however the blob is split.
+    """
+    for i in range(max(data_left, 0), n):
+        if buf[start + i] != b"\r\n"[i - data_left]:
+            raise ProtocolError(f"{what} not terminated by CRLF")
+
+
 def _number(line: bytes, what: str) -> int:
     if not _INT.fullmatch(line):
         raise ProtocolError(f"RESP: invalid {what} {line[:40]!r}")
@@ -237,12 +248,11 @@ class _Replies:
         keep = min(n, max(data_left, 0), CAPTURE - len(self.captured))
         if keep > 0 and not self.stack:
             self.captured += stream.buf[start : start + keep]
+        _check_crlf(stream.buf, start, n, data_left, "RESP: bulk string")
         stream.pos += n
         self.blob_left -= n
         if self.blob_left > 0:
             return True
-        if stream.buf[stream.pos - 2 : stream.pos] != b"\r\n":
-            raise ProtocolError("RESP: bulk string not terminated by CRLF")
         kind = self.blob_type
         self.blob_left = -1
         raw = bytes(self.captured)
@@ -345,12 +355,11 @@ class _Commands:
         keep = min(n, max(data_left, 0), CAPTURE - len(self.args[-1]))
         if keep > 0 and len(self.args) <= MAX_ARGS_KEPT:
             self.args[-1] += stream.buf[start : start + keep]
+        _check_crlf(stream.buf, start, n, data_left, "Redis command: bulk string")
         stream.pos += n
         self.bulk_left -= n
         if self.bulk_left > 0:
             return True
-        if stream.buf[stream.pos - 2 : stream.pos] != b"\r\n":
-            raise ProtocolError("Redis command: bulk string not terminated by CRLF")
         self.bulk_left = -1
         self.expected -= 1
         if len(self.args) > MAX_ARGS_KEPT:
@@ -391,25 +400,49 @@ def _is_command_prefix(word: bytes) -> bool:
     return any(c.startswith(upper) for c in _COMMANDS_BYTES)
 
 
+def _digits_then_crlf(data: bytes, i: int, most: int) -> tuple[int, int] | Detection:
+    """(value, offset after CRLF) of the decimal at `i`, or NEED_MORE on a prefix, NO otherwise."""
+    j = i
+    n = len(data)
+    while j < n and j - i < most and 48 <= data[j] <= 57:
+        j += 1
+    if j == n:
+        return Detection.NEED_MORE
+    if j == i or data[j] != 13:
+        return Detection.NO
+    if j + 1 == n:
+        return Detection.NEED_MORE
+    if data[j + 1] != 10:
+        return Detection.NO
+    return int(data[i:j]), j + 2
+
+
+def _detect_array(data: bytes) -> Detection:
+    """`*<n>\r\n$<len>\r\n<name>` with a known command name, checked as far as bytes go."""
+    count = _digits_then_crlf(data, 1, 7)
+    if isinstance(count, Detection):
+        return count
+    if count[0] == 0:
+        return Detection.NO
+    i = count[1]
+    if i == len(data):
+        return Detection.NEED_MORE
+    if data[i] != 36:  # $
+        return Detection.NO
+    size = _digits_then_crlf(data, i + 1, 3)
+    if isinstance(size, Detection):
+        return size
+    length, start = size
+    name = bytes(data[start : start + length])
+    if len(name) == length:
+        return Detection.MATCH if name.upper().decode("latin-1") in COMMANDS else Detection.NO
+    return Detection.NEED_MORE if _is_command_prefix(name) else Detection.NO
+
+
 def detect_command(data: bytes, server_port: int) -> Detection:
     """MATCH when the client's first bytes are a Redis command Redis knows."""
     if data[:1] == b"*":
-        m = re.match(
-            rb"\*([0-9]{1,7})(\r(\n(\$([0-9]{1,3})(\r(\n([A-Za-z_|-]{0,%d}))?)?)?)?)?" % _MAX_COMMAND, data
-        )
-        if m is None or (m.end() < len(data) and m.group(8) is None):
-            return Detection.NO
-        if int(m.group(1)) == 0:
-            return Detection.NO
-        name = m.group(8)
-        if name is None:
-            return Detection.NEED_MORE
-        size = int(m.group(5))
-        if len(name) >= size:
-            return Detection.MATCH if name[:size].upper().decode() in COMMANDS else Detection.NO
-        if m.end() < len(data):
-            return Detection.NO
-        return Detection.NEED_MORE if _is_command_prefix(name) else Detection.NO
+        return _detect_array(data)
     # inline: a known command name, then arguments, on one line that is not an HTTP request line
     nl = data.find(b"\n", 0, 1024)
     line = data if nl < 0 else data[:nl]

@@ -43,6 +43,9 @@ MAX_DEPTH = 64
 _YAML_STR = "tag:yaml.org,2002:str"
 _YAML_VALUE = "tag:yaml.org,2002:value"  # a plain `=`, which YAML 1.1 reserves; we read it as text
 _YAML_MERGE = "tag:yaml.org,2002:merge"
+_SCALAR_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "timestamp")
+)
 # A plain `!=` or `!regex` parses as a YAML tag with an empty value; the intent is obvious.
 _OPERATOR_TAGS = frozenset({"!=", "!regex"})
 
@@ -93,6 +96,7 @@ class _Document:
     index: int
     value: Any
     marks: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (line, column), 1-based
+    bad_paths: set[str] = field(default_factory=set)  # values already reported as unreadable
 
 
 class _TooLarge(Exception):
@@ -154,6 +158,7 @@ class _Converter:
             sub = f"{path}.{key}" if path else key
             if key in out:
                 self.problem(sub, key_node, f"duplicate key {key!r}")
+                self.doc.bad_paths.add(sub)
                 continue
             self.doc.marks.setdefault(sub, (key_node.start_mark.line + 1, key_node.start_mark.column + 1))
             out[key] = self.convert(value_node, sub, depth + 1)
@@ -165,8 +170,9 @@ class _Converter:
             return str(node.value)
         if tag in _OPERATOR_TAGS and node.value == "":
             return tag
-        if not tag.startswith("tag:yaml.org,2002:"):
+        if tag not in _SCALAR_TAGS:
             self.problem(path, node, f"unsupported YAML tag {tag!r} (quote values that start with '!')")
+            self.doc.bad_paths.add(path)
             return None
         if tag == _YAML_STR:
             return str(node.value)
@@ -174,6 +180,7 @@ class _Converter:
             return self.scalars.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, TypeError) as exc:
             self.problem(path, node, f"cannot read value {node.value!r}: {exc}")
+            self.doc.bad_paths.add(path)
             return None
 
 
@@ -247,6 +254,14 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, list | dict):
+        return _kind(value)
+    return f"{_kind(value)} {value!r}"
+
+
 def _fields_for(base: tuple[str, ...], loc: tuple[int | str, ...]) -> tuple[str, ...]:
     """The fields allowed where an unknown one was found, for a 'did you mean' hint."""
     parents = [p for p in loc[:-1] if isinstance(p, str)]
@@ -277,11 +292,11 @@ def _message(err: Any, base_fields: tuple[str, ...]) -> str:
         return f"invalid {what} {value!r}: expected {ctx.get('expected', 'another value')}"
     if kind == "string_type":
         hint = " (quote it)" if isinstance(value, int | float | bool) else ""
-        return f"expected a string, got {_kind(value)} {value!r}{hint}"
+        return f"expected a string, got {_describe(value)}{hint}"
     if kind == "int_type":
-        return f"expected an integer, got {_kind(value)} {value!r}"
+        return f"expected an integer, got {_describe(value)}"
     if kind == "bool_type":
-        return f"expected true or false, got {_kind(value)} {value!r}"
+        return f"expected true or false, got {_describe(value)}"
     if kind == "list_type":
         return f"expected a list, got {_kind(value)}"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
@@ -301,6 +316,8 @@ class _Collector:
         self.problems: list[Problem] = []
 
     def add(self, doc: _Document, obj: str | None, path: str, message: str) -> None:
+        if any(path == bad or path.startswith((f"{bad}.", f"{bad}[")) for bad in doc.bad_paths):
+            return  # the unreadable value was reported already; its validation error would repeat it
         mark = _mark(doc, path)
         if mark is not None:
             message = f"{message} (line {mark[0]})"
@@ -419,6 +436,9 @@ def _read_document(doc: _Document, out: _Merged, col: _Collector) -> None:
     for i, item in enumerate(rules if isinstance(rules, list) else ()):
         path = f"spec.rules[{i}]"
         obj = _rule_obj(item, i)
+        if isinstance(item, dict) and "from_" in item:
+            # `from_` is the Python spelling; files say `from`.
+            col.add(doc, obj, f"{path}.from_", "unknown field 'from_'; did you mean 'from'?")
         try:
             out.rules.append(Rule.model_validate(item))
         except ValidationError as exc:

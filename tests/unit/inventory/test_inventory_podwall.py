@@ -1,4 +1,4 @@
-"""The podwall inventory YAML format: a valid file loads whole; every fault is located and reported at once."""
+"""The podwall inventory YAML format: valid files load whole; every fault is located, all at once."""
 
 from __future__ import annotations
 
@@ -23,7 +23,11 @@ def test_valid_inventory_loads_every_entity() -> None:
     """The documented example loads with every node, namespace, workload, pod, service and external group."""
     inv = parse_podwall_inventory(load_fixture(), "inv.yaml")
     assert inv.cluster == "demo"
-    assert inv.internal_cidrs == (ip_network("10.0.0.0/8"), ip_network("192.168.0.0/16"), ip_network("fd00::/8"))
+    assert inv.internal_cidrs == (
+        ip_network("10.0.0.0/8"),
+        ip_network("192.168.0.0/16"),
+        ip_network("fd00::/8"),
+    )
     assert [n.name for n in inv.nodes] == ["node-1", "node-2"]  # node-2 only referenced by a pod
     assert inv.nodes[0].ips == (ip_address("192.168.56.10"),) and inv.nodes[0].labels == {"zone": "a"}
     assert [w.ref for w in inv.workloads] == [
@@ -54,7 +58,9 @@ def test_volatile_labels_are_dropped_and_namespace_name_label_added() -> None:
     inv = parse_podwall_inventory(load_fixture(), "inv.yaml")
     assert dict(inv.workloads[0].labels) == {"app": "redis"}
     assert inv.namespace_labels("demo") == {"team": "web", NAMESPACE_NAME_LABEL: "demo"}
-    assert inv.namespace_labels("kube-system") == {NAMESPACE_NAME_LABEL: "kube-system"}  # implied by a workload
+    assert inv.namespace_labels("kube-system") == {
+        NAMESPACE_NAME_LABEL: "kube-system"
+    }  # implied by a workload
 
 
 def test_minimal_inventory_uses_defaults() -> None:
@@ -79,9 +85,27 @@ ERROR_CASES = [
     ("host-bits-cidr", "internalCIDRs: [10.0.0.1/8]\n", None, "internalCIDRs[0]", "did you mean 10.0.0.0/8"),
     ("node-bad-ip", "nodes: [{name: n1, ips: [300.1.1.1]}]\n", "node n1", "ips[0]", "invalid IP address"),
     ("node-unknown-field", "nodes: [{name: n1, ip: 1.2.3.4}]\n", "node n1", "ip", "unknown field"),
-    ("namespace-bad-name", "namespaces: [{name: Demo}]\n", "namespace Demo", "name", "invalid namespace name"),
-    ("label-not-string", "namespaces: [{name: d, labels: {tier: 1}}]\n", "namespace d", 'labels["tier"]', "quote it"),
-    ("label-bad-key", "namespaces: [{name: d, labels: {'-x': a}}]\n", "namespace d", 'labels["-x"]', "label key"),
+    (
+        "namespace-bad-name",
+        "namespaces: [{name: Demo}]\n",
+        "namespace Demo",
+        "name",
+        "invalid namespace name",
+    ),
+    (
+        "label-not-string",
+        "namespaces: [{name: d, labels: {tier: 1}}]\n",
+        "namespace d",
+        'labels["tier"]',
+        "quote it",
+    ),
+    (
+        "label-bad-key",
+        "namespaces: [{name: d, labels: {'-x': a}}]\n",
+        "namespace d",
+        'labels["-x"]',
+        "label key",
+    ),
     (
         "workload-missing-namespace",
         "workloads: [{name: w}]\n",
@@ -161,22 +185,37 @@ ERROR_CASES = [
         "ports[0].port",
         "is required",
     ),
-    ("group-reserved-name", "externalGroups: [{name: external, cidrs: [1.0.0.0/8]}]\n", "externalGroup external",
-     "name", "reserved"),  # fmt: skip
-    ("group-no-cidrs", "externalGroups: [{name: ext.x, cidrs: []}]\n", "externalGroup ext.x", "cidrs", "at least one"),
+    (
+        "group-reserved-name",
+        "externalGroups: [{name: external, cidrs: [1.0.0.0/8]}]\n",
+        "externalGroup external",
+        "name",
+        "reserved",
+    ),
+    (
+        "group-no-cidrs",
+        "externalGroups: [{name: ext.x, cidrs: []}]\n",
+        "externalGroup ext.x",
+        "cidrs",
+        "at least one",
+    ),
     ("list-not-list", "nodes: {name: n}\n", None, "nodes", "must be a list"),
     ("entry-not-mapping", "nodes: [n1]\n", None, "nodes[0]", "must be a mapping"),
 ]
 
 
-@pytest.mark.parametrize(("extra", "obj", "path", "message"), [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
+@pytest.mark.parametrize(
+    ("extra", "obj", "path", "message"), [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES]
+)
 def test_each_fault_is_located(extra: str | None, obj: str | None, path: str | None, message: str) -> None:
     """Each kind of fault raises InputError naming the file, document, object and field path."""
     text = "apiVersion: podwall.io/v2\nkind: Inventory\n" if extra is None else HEADER + extra
     with pytest.raises(InputError) as info:
         parse_podwall_inventory(text, "inv.yaml")
     found = [
-        p for p in info.value.problems if p.location.obj == obj and p.location.path == path and message in p.message
+        p
+        for p in info.value.problems
+        if p.location.obj == obj and p.location.path == path and message in p.message
     ]
     assert found, [str(p) for p in info.value.problems]
     assert found[0].location.file == "inv.yaml" and found[0].location.document == 0
@@ -206,7 +245,9 @@ def test_every_fault_is_reported_at_once() -> None:
     fixed = fixed.replace("{port: 0}", "{port: 80}")
     with pytest.raises(InputError) as info:
         parse_podwall_inventory(fixed, "inv.yaml")
-    assert [(p.location.obj, p.location.path) for p in info.value.problems] == [("workload demo/web", "pods[0].ips[0]")]
+    assert [(p.location.obj, p.location.path) for p in info.value.problems] == [
+        ("workload demo/web", "pods[0].ips[0]")
+    ]
 
 
 def test_later_document_is_located_by_index() -> None:
@@ -227,12 +268,14 @@ def test_non_inventory_document_is_rejected_by_the_strict_parser() -> None:
 
 def test_identical_entries_merge_but_different_ones_conflict() -> None:
     """Two documents may state the same node; stating it differently is a located conflict."""
-    same = HEADER + "nodes: [{name: n, ips: [10.0.0.1]}]\n---\n" + HEADER + "nodes: [{name: n, ips: [10.0.0.1]}]\n"
-    assert len(parse_podwall_inventory(same, "inv.yaml").nodes) == 1
-    other = same.replace("10.0.0.1]}]\n---", "10.0.0.1]}]\n---", 1).rsplit("10.0.0.1", 1)
+    first = HEADER + "nodes: [{name: n, ips: [10.0.0.1]}]\n"
+    assert len(parse_podwall_inventory(first + "---\n" + first, "inv.yaml").nodes) == 1
+    second = first.replace("10.0.0.1", "10.0.0.2")
     with pytest.raises(InputError) as info:
-        parse_podwall_inventory("10.0.0.2".join(other), "inv.yaml")
-    assert any("node n is defined differently" in p.message and p.location.document == 1 for p in info.value.problems)
+        parse_podwall_inventory(first + "---\n" + second, "inv.yaml")
+    assert any(
+        "node n is defined differently" in p.message and p.location.document == 1 for p in info.value.problems
+    )
 
 
 def test_conflicting_cluster_names_are_an_error() -> None:
