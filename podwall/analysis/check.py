@@ -154,7 +154,8 @@ def learn_policy(
 ) -> tuple[Policy, list[Event]]:
     """Learn a whitelist from flows; each learned conversation also becomes a `learned` event."""
     observations: list[Observation] = [nf.observation() for nf in flows]
-    policy = learn(observations, mode=mode, dns_service_groups=dns_service_groups(inventory, resolver), existing=existing)
-    engine = PolicyEngine(policy)
+    dns_groups = dns_service_groups(inventory, resolver)
+    policy = learn(observations, mode=mode, dns_service_groups=dns_groups, existing=existing)
+    engine = PolicyEngine(policy, dns_service_groups=dns_groups)
     learned = [item for item in check(flows, engine) if item.verdict.rule_id != 0]
     return policy, [conversation_event(i, EventType.LEARNED, source) for i in learned]

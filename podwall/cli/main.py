@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from podwall.analysis.check import check as check_flows
-from podwall.analysis.check import learn_policy, violation_events
+from podwall.analysis.check import dns_service_groups, learn_policy, violation_events
 from podwall.analysis.conversations import aggregate
 from podwall.analysis.runner import NamedFlow, read_flows
 from podwall.cli import render
@@ -223,7 +223,7 @@ def check(
     inv = _load_inventory(inventory)
     resolver = Resolver(inv)
     named = _flows(captures, resolver, _Problems(quiet=as_json))
-    items = check_flows(named, PolicyEngine(pol))
+    items = check_flows(named, PolicyEngine(pol, dns_service_groups=dns_service_groups(inv, resolver)))
     events = violation_events(items, ",".join(map(str, captures)))
     _record(events, db, no_store, jsonl)
     violations = [i for i in items if i.verdict.violation]

@@ -121,7 +121,7 @@ def print_violations(console: Console, items: Sequence[CheckedConversation]) -> 
             f"{c.transport}/{c.server_port} {c.application} ({c.sessions} session(s)): "
             f"{v.action}, rule {v.rule_id}"
         )
-        console.print(f"  {v.explanation.text}", highlight=False)
+        console.print(f"  {v.explanation.text}", highlight=False, markup=False)
 
 
 def events_table(events: Sequence[Event]) -> Table:

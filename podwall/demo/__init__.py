@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from podwall.analysis.check import check, learn_policy, violation_events
+from podwall.analysis.check import check, dns_service_groups, learn_policy, violation_events
 from podwall.analysis.conversations import aggregate
 from podwall.analysis.runner import read_flows
 from podwall.cli import render
@@ -47,7 +47,7 @@ def run_demo(console: Console, *, db: str | None = None, no_store: bool = False,
     policy_path.write_text(dump_policy(policy))
     console.print(render.rules_table(policy, title=f"Learned rules (written to {policy_path})"))
 
-    engine = PolicyEngine(policy)
+    engine = PolicyEngine(policy, dns_service_groups=dns_service_groups(inventory, resolver))
     console.rule("[bold]3. Check the normal traffic against the learned policy")
     normal_items = check(normal, engine)
     normal_violations = [i for i in normal_items if i.verdict.violation]

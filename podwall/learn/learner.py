@@ -187,7 +187,8 @@ def learn(
 
     New groups get `mode`. With `existing`, its groups and rules are kept unchanged and only
     connections that no existing rule decides (allow, deny, or disabled) are learned, with IDs
-    after the highest learned ID in it.
+    after the highest learned ID in it; a learned group is added for a workload only if a new
+    rule names it or the workload is in none of the existing workload groups.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
@@ -196,6 +197,9 @@ def learn(
     engine = _covered_by(existing) if existing is not None else None
 
     groups: dict[str, Group] = {}
+    # With an existing policy, a workload already in one of its workload groups keeps that
+    # group's mode: its learned group is added only if a new rule needs it.
+    modeless: set[str] = set()
     app_conns: dict[tuple[str, str], dict[str, set[PortKey]]] = {}
     port_conns: dict[tuple[str, str], set[PortKey]] = {}
     ends: dict[tuple[object, ...], _End | None] = {}
@@ -211,9 +215,11 @@ def learn(
         client, server = end_of(obs.client), end_of(obs.server)
         if client is None or server is None:
             continue
-        for end in (client, server):
+        for ep, end in ((obs.client, client), (obs.server, server)):
             if end.kind == _WORKLOAD and end.group is not None:
                 groups.setdefault(end.name, end.group)
+                if engine is None or engine.group_of_mode(ep) is None:
+                    modeless.add(end.name)
         if client.kind != _WORKLOAD and server.kind != _WORKLOAD:
             continue
         app = normalize_app(obs.app)
@@ -261,7 +267,10 @@ def learn(
     kept_groups = list(existing.spec.groups) if existing is not None else []
     kept_rules = list(existing.spec.rules) if existing is not None else []
     known_groups = {g.name for g in kept_groups}
-    new_groups = [groups[n] for n in sorted(groups) if n not in known_groups]
+    referenced = {p.from_ for p in proposals} | {p.to for p in proposals}
+    new_groups = [
+        groups[n] for n in sorted(groups) if n not in known_groups and (n in referenced or n in modeless)
+    ]
     learned_ids = [r.id for r in kept_rules if r.id >= LEARNED_IDS[0]]
     next_id = max(learned_ids, default=LEARNED_IDS[0] - 1) + 1
     if next_id + len(proposals) - 1 > LEARNED_IDS[1]:
@@ -270,7 +279,7 @@ def learn(
     new_rules: list[Rule] = []
     for offset, p in enumerate(proposals):
         rule_id = next_id + offset
-        rule_name = p.name if p.name not in taken_names else f"{p.name} [{rule_id}]"
+        rule_name = p.name if p.name not in taken_names else f"{p.name} #{rule_id}"
         taken_names.add(rule_name)
         new_rules.append(
             Rule(

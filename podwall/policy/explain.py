@@ -38,7 +38,10 @@ def connection_text(transport: str, port: int, app: str | None) -> str:
 
 
 def reasons(rule: Rule, failed: Sequence[str], transport: str, port: int, app: str | None) -> tuple[str, ...]:
-    """One phrase per failed criterion of `rule`, naming what was required and what was seen."""
+    """One phrase per failed criterion of `rule`, naming what was required and what was seen.
+
+    No square brackets: explanations end up in consoles that read them as markup.
+    """
     out: list[str] = []
     for code in failed:
         if code == DISABLED:
@@ -49,13 +52,13 @@ def reasons(rule: Rule, failed: Sequence[str], transport: str, port: int, app: s
             out.append(f"the server is not in group {rule.to}")
         elif code == PORT:
             seen = transport if transport.startswith("icmp") else f"{transport}/{port}"
-            out.append(f"{seen} is not in its ports [{', '.join(rule.ports)}]")
+            out.append(f"{seen} is not among its ports ({', '.join(rule.ports)})")
         elif code == APP:
             wanted = ", ".join(rule.applications)
             if app is None:
-                out.append(f"the application was not identified and the rule requires [{wanted}]")
+                out.append(f"the application was not identified and the rule requires {wanted}")
             else:
-                out.append(f"application {app} is not in its applications [{wanted}]")
+                out.append(f"application {app} is not among its applications ({wanted})")
     return tuple(out)
 
 

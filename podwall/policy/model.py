@@ -422,10 +422,6 @@ class Rule(_Model):
     def any_application(self) -> bool:
         return self.applications == ["any"]
 
-    def label(self) -> str:
-        """How messages name the rule: `rule 10003 (name)` or `rule 5`."""
-        return f"rule {self.id} ({self.name})" if self.name else f"rule {self.id}"
-
 
 class Metadata(_Model):
     """Policy metadata: its name."""

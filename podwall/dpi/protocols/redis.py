@@ -214,7 +214,7 @@ class _Replies:
             return
         value: Any
         if kind in (43, 45):
-            value = _text(line)
+            value = None if self.stack else _text(line)  # nested values are counted, not reported
         elif kind == 58:
             value = _number(line, "integer")
         elif kind == 44:

@@ -57,7 +57,7 @@ def _tcp(msg: bytes) -> bytes:
         pytest.param(TCP, b"\x00\x05hello", Detection.NO, id="tcp-short-length"),
         pytest.param(TCP, b"*1\r\n$4\r\nPING\r\n", Detection.NO, id="tcp-redis"),
     ],
-)  # fmt: skip
+)
 def test_detect(ctx: DetectContext, data: bytes, expected: Detection) -> None:
     """Only a message a resolver would send is dns; mDNS answers without a question only on 5353."""
     assert DnsDetector().detect(C2S, data, ctx) is expected
@@ -160,7 +160,7 @@ def test_name_presentation(wire: bytes, text: str) -> None:
         pytest.param(hm.dns_header(1, 0x8180, 1, 9000), "do not fit", id="impossible-counts"),
         pytest.param(b"\x00\x01\x01", "truncated", id="short-header"),
     ],
-)  # fmt: skip
+)
 def test_malformed_is_protocol_error(msg: bytes, message: str) -> None:
     """Malformed messages, pointer loops and over-long names raise ProtocolError saying so."""
     with pytest.raises(ProtocolError, match=message):

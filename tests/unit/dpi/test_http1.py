@@ -161,7 +161,7 @@ def test_large_body_is_captured_up_to_the_cap() -> None:
         pytest.param([(C2S, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 5000)],
                      "chunk-size line exceeds", id="chunk-line-too-long"),
     ],
-)  # fmt: skip
+)
 @pytest.mark.parametrize("mode", ["whole", "merged"])
 def test_malformed_is_protocol_error(chunks: Chunks, message: str, mode: str) -> None:
     """Framing that would let a request be smuggled or read two ways is a ProtocolError that says why."""

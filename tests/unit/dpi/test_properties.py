@@ -37,7 +37,7 @@ TCP_CTX = DetectContext(PROTO_TCP, 40000, 80)
 UDP_CTX = DetectContext(PROTO_UDP, 40000, 53)
 
 PROPS = settings(
-    max_examples=3000, deadline=timedelta(milliseconds=1500), suppress_health_check=[HealthCheck.too_slow]
+    max_examples=150, deadline=timedelta(milliseconds=1500), suppress_health_check=[HealthCheck.too_slow]
 )
 
 PARSERS: dict[str, Callable[[Limits], Parser]] = {
@@ -171,7 +171,11 @@ def test_mutated_fixtures_raise_only_protocol_error(data: st.DataObject, name: s
 
 
 @PROPS
-@given(name=st.sampled_from(sorted(PARSERS)), seed=st.binary(min_size=1, max_size=300), repeat=st.integers(1, 200))
+@given(
+    name=st.sampled_from(sorted(PARSERS)),
+    seed=st.binary(min_size=1, max_size=300),
+    repeat=st.integers(1, 200),
+)
 def test_held_memory_is_bounded(name: str, seed: bytes, repeat: int) -> None:
     """However much is fed, what a parser holds stays within a bound set by Limits.parser_buffer."""
     parser = PARSERS[name](SMALL)
@@ -264,7 +268,9 @@ def _check_invariants(session: DpiSession) -> None:
 
 @PROPS
 @given(ctx=contexts, steps=actions, limits=st.sampled_from([SMALL, Limits()]))
-def test_session_never_raises(ctx: DetectContext, steps: list[tuple[str, Direction, bytes]], limits: Limits) -> None:
+def test_session_never_raises(
+    ctx: DetectContext, steps: list[tuple[str, Direction, bytes]], limits: Limits
+) -> None:
     """Whatever arrives (bytes, gaps, in any order), the session never raises and keeps its invariants."""
     session = DpiSession(ctx, limits)
     feed = session.on_stream if ctx.proto == PROTO_TCP else session.on_datagram

@@ -150,7 +150,7 @@ def test_server_alert_finishes() -> None:
         pytest.param([(C2S, b"\x16\x03\x01\x00\x02\x01\x00\x17\x03\x03\x00\x01\x00")],
                      "inside a fragmented handshake", id="interleaved-record"),
     ],
-)  # fmt: skip
+)
 @pytest.mark.parametrize("mode", ["whole", "byte-by-byte"])
 def test_malformed_is_protocol_error(chunks: Chunks, message: str, mode: str) -> None:
     """Malformed records and hellos raise ProtocolError saying what is wrong."""

@@ -296,7 +296,7 @@ def test_existing_policy_merge() -> None:
         (10010, "nv.a.demo", "nv.b.demo", ["tcp/6380"], ["redis"]),
         (10011, "nv.a.demo", "nv.c.demo", ["tcp/5432"], ["postgres"]),
     ]
-    assert merged.spec.rules[3].name == "nv.a.demo → nv.b.demo redis [10010]"
+    assert merged.spec.rules[3].name == "nv.a.demo → nv.b.demo redis #10010"
     assert merged.spec.groups[:2] == EXISTING.spec.groups
     assert [(g.name, g.mode) for g in merged.spec.groups[2:]] == [("nv.c.demo", "monitor")]
 
@@ -316,3 +316,16 @@ def test_existing_without_learned_rules_starts_at_10001() -> None:
     )
     merged = learn([o(EXT, A, 443, "tls")], existing=existing)
     assert [r.id for r in merged.spec.rules] == [9999, 10001]
+
+
+def test_existing_groups_keep_their_workloads() -> None:
+    """With an existing policy, workloads it already groups get no extra group unless a new rule needs one."""
+    existing = parse_policy(
+        "apiVersion: podwall.io/v1\nkind: Policy\nmetadata: {name: p}\nspec:\n"
+        "  groups: [{name: frontend, mode: monitor, criteria: [{key: service, op: '=', value: a}]}]\n"
+        "  rules: [{id: 10001, from: frontend, to: external, ports: [tcp/443]}]\n",
+        "p.yaml",
+    )
+    merged = learn([o(A, EXT, 443, "tls"), o(B, EXT, 443, "tls")], mode="protect", existing=existing)
+    assert [g.name for g in merged.spec.groups] == ["frontend", "nv.b.demo"]
+    assert summary(merged)[1:] == [(10002, "nv.b.demo", "external", ["tcp/443"], ["tls"])]

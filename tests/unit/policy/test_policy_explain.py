@@ -68,21 +68,21 @@ FAIL_CASES: list[tuple[str, dict[str, Any], str | None, list[str], str]] = [
         rule(10005, "nv.exploit.demo", "nv.redis.demo", ("tcp/6380", "udp/6379")),
         "redis",
         ["port"],
-        "tcp/6379 is not in its ports [tcp/6380, udp/6379]",
+        "tcp/6379 is not among its ports (tcp/6380, udp/6379)",
     ),
     (
         "app",
         rule(10006, "nv.exploit.demo", "nv.redis.demo", ("tcp/6379",), ("http",)),
         "redis",
         ["app"],
-        "application redis is not in its applications [http]",
+        "application redis is not among its applications (http)",
     ),
     (
         "app-unidentified",
         rule(10007, "nv.exploit.demo", "nv.redis.demo", ("tcp/6379",), ("redis",)),
         None,
         ["app"],
-        "the application was not identified and the rule requires [redis]",
+        "the application was not identified and the rule requires redis",
     ),
     (
         "disabled",
@@ -96,7 +96,7 @@ FAIL_CASES: list[tuple[str, dict[str, Any], str | None, list[str], str]] = [
         rule(10009, "nv.node.demo", "nv.redis.demo", ("tcp/6379",), ("http",)),
         "redis",
         ["from", "app"],
-        "the client is not in group nv.node.demo; application redis is not in its applications [http]",
+        "the client is not in group nv.node.demo; application redis is not among its applications (http)",
     ),
 ]
 
@@ -141,7 +141,7 @@ def test_explicit_deny_explained() -> None:
     verdict = engine.evaluate(obs(EXPLOIT, REDIS, 6379, "redis"))
     text = verdict.explanation.text
     assert text.startswith("Rule 7 (quarantine) denies nv.exploit.demo → nv.redis.demo on tcp/6379 (redis).")
-    assert "Rule 5 does not apply: application redis is not in its applications [http]." in text
+    assert "Rule 5 does not apply: application redis is not among its applications (http)." in text
     assert "rule 9" not in text.lower()
     ids = [c["id"] for c in verdict.explanation.to_dict()["rules_consulted"]]
     assert ids == [5]
