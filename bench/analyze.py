@@ -62,7 +62,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=1, help="pass over the file list this many times per round")
     ap.add_argument(
-        "--corpus", type=Path, default=Path(os.environ.get("PODWALL_CORPUS", REPO.parent / "shared" / "corpus"))
+        "--corpus",
+        type=Path,
+        default=Path(os.environ.get("PODWALL_CORPUS", REPO.parent / "shared" / "corpus")),
     )
     args = ap.parse_args()
     files = captures(args.corpus) * args.repeat
@@ -77,8 +79,12 @@ def main() -> None:
         nf = run_nfstream(files)
         best_pw, best_nf = min(best_pw, pw[2]), min(best_nf, nf[2])
     pw_pps, nf_pps = pw[0] / best_pw, nf[0] / best_nf
-    print(f"podwall : {pw[0]:>8} packets {pw[1]:>5} flows  {best_pw * 1e3:8.1f} ms  {pw_pps:>10,.0f} packets/s")
-    print(f"nfstream: {nf[0]:>8} packets {nf[1]:>5} flows  {best_nf * 1e3:8.1f} ms  {nf_pps:>10,.0f} packets/s")
+    print(
+        f"podwall : {pw[0]:>8} packets {pw[1]:>5} flows  {best_pw * 1e3:8.1f} ms  {pw_pps:>10,.0f} packets/s"
+    )
+    print(
+        f"nfstream: {nf[0]:>8} packets {nf[1]:>5} flows  {best_nf * 1e3:8.1f} ms  {nf_pps:>10,.0f} packets/s"
+    )
     print(f"ratio podwall/nfstream (packets/s): {pw_pps / nf_pps:.2f}")
 
 

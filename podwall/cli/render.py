@@ -93,7 +93,16 @@ def rules_table(policy: Policy, title: str = "Rules") -> Table:
 
 def verdicts_table(items: Sequence[CheckedConversation], title: str = "Verdicts") -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
-    for col in ("client group", "server group", "port", "application", "sessions", "verdict", "rule", "modes"):
+    for col in (
+        "client group",
+        "server group",
+        "port",
+        "application",
+        "sessions",
+        "verdict",
+        "rule",
+        "modes",
+    ):
         table.add_column(col)
     for item in items:
         c, v = item.conversation, item.verdict

@@ -29,7 +29,9 @@ NORMAL = DEMO_DIR / "normal.pcapng"
 EXPLOIT = DEMO_DIR / "exploit.pcapng"
 
 
-def run_demo(console: Console, *, db: str | None = None, no_store: bool = False, workdir: Path | None = None) -> int:
+def run_demo(
+    console: Console, *, db: str | None = None, no_store: bool = False, workdir: Path | None = None
+) -> int:
     from podwall.demo.generate import EXPECTED_VIOLATIONS
 
     inventory = load_inventory([str(INVENTORY)])
@@ -59,7 +61,12 @@ def run_demo(console: Console, *, db: str | None = None, no_store: bool = False,
     console.print(render.verdicts_table(items))
     render.print_violations(console, items)
     found = {
-        (i.conversation.client_group, i.conversation.server_group, i.conversation.server_port, i.conversation.application)
+        (
+            i.conversation.client_group,
+            i.conversation.server_group,
+            i.conversation.server_port,
+            i.conversation.application,
+        )
         for i in items
         if i.verdict.violation
     }
@@ -70,11 +77,17 @@ def run_demo(console: Console, *, db: str | None = None, no_store: bool = False,
             store.add(learned_events + events)
         finally:
             store.close()
-        console.print(f"{len(learned_events)} learned and {len(events)} violation event(s) stored; see `podwall events`")
+        console.print(
+            f"{len(learned_events)} learned and {len(events)} violation event(s) stored; see `podwall events`"
+        )
 
     ok = not normal_violations and found == EXPECTED_VIOLATIONS
     if ok:
-        console.print(f"[bold green]demo ok:[/] the learned policy flags exactly the {len(found)} expected violations")
+        console.print(
+            f"[bold green]demo ok:[/] the learned policy flags exactly the {len(found)} expected violations"
+        )
         return 0
-    console.print("[bold red]demo mismatch:[/] expected violations", sorted(EXPECTED_VIOLATIONS), "found", sorted(found))
+    console.print(
+        "[bold red]demo mismatch:[/] expected violations", sorted(EXPECTED_VIOLATIONS), "found", sorted(found)
+    )
     return 1

@@ -40,7 +40,11 @@ EXPECTED_VIOLATIONS = {
 
 
 def _dns(cap: Capture, client: str, port: int, t: float, ident: int, name: str, answer: str) -> None:
-    cap.extend(udp_exchange(client, port, KUBE_DNS, 53, t, p.dns_query(ident, name), p.dns_response(ident, name, [answer])))
+    cap.extend(
+        udp_exchange(
+            client, port, KUBE_DNS, 53, t, p.dns_query(ident, name), p.dns_response(ident, name, [answer])
+        )
+    )
 
 
 def normal_traffic(cap: Capture, base: float) -> None:
@@ -51,39 +55,91 @@ def normal_traffic(cap: Capture, base: float) -> None:
         # The internet reaches the web front end.
         page = b"<html><body><h1>Demo shop</h1></body></html>"
         cap.extend(
-            tcp_exchange(INTERNET_CLIENT, 51000 + i, NGINX, 80, t, [(p.http_request("GET", "/", "shop.example.com"),
-                                                                     p.http_response(200, page))], isn=7000 + i)
+            tcp_exchange(
+                INTERNET_CLIENT,
+                51000 + i,
+                NGINX,
+                80,
+                t,
+                [(p.http_request("GET", "/", "shop.example.com"), p.http_response(200, page))],
+                isn=7000 + i,
+            )
         )
         # The kubelet probes nginx.
         cap.extend(
-            tcp_exchange(KUBELET, 52000 + i, NGINX, 80, t + 5, [(p.http_request("GET", "/healthz", f"{NGINX}:80",
-                                                                                user_agent="kube-probe/1.29"),
-                                                                 p.http_response(200, b"ok", "text/plain"))])
+            tcp_exchange(
+                KUBELET,
+                52000 + i,
+                NGINX,
+                80,
+                t + 5,
+                [
+                    (
+                        p.http_request("GET", "/healthz", f"{NGINX}:80", user_agent="kube-probe/1.29"),
+                        p.http_response(200, b"ok", "text/plain"),
+                    )
+                ],
+            )
         )
         # nginx resolves and calls the node API through its service address.
         _dns(cap, NGINX, 33000 + i, t + 0.1, 0x1000 + i, "node.demo.svc.cluster.local", NODE_SVC)
         body = b'{"items": [1, 2, 3]}'
         cap.extend(
-            tcp_exchange(NGINX, cport + i, NODE_SVC, 8888, t + 0.2,
-                         [(p.http_request("GET", f"/api/items?page={i}", "node.demo.svc.cluster.local:8888"),
-                           p.http_response(200, body, "application/json", server="node"))], isn=9000 + i)
+            tcp_exchange(
+                NGINX,
+                cport + i,
+                NODE_SVC,
+                8888,
+                t + 0.2,
+                [
+                    (
+                        p.http_request("GET", f"/api/items?page={i}", "node.demo.svc.cluster.local:8888"),
+                        p.http_response(200, body, "application/json", server="node"),
+                    )
+                ],
+                isn=9000 + i,
+            )
         )
         # Each node replica resolves redis and uses it.
         for n, node_ip in enumerate((NODE_A, NODE_B)):
-            _dns(cap, node_ip, 34000 + 10 * i + n, t + 0.3, 0x2000 + 10 * i + n, "redis.demo.svc.cluster.local", REDIS)
+            _dns(
+                cap,
+                node_ip,
+                34000 + 10 * i + n,
+                t + 0.3,
+                0x2000 + 10 * i + n,
+                "redis.demo.svc.cluster.local",
+                REDIS,
+            )
             cap.extend(
-                tcp_exchange(node_ip, 45000 + 10 * i + n, REDIS, 6379, t + 0.4 + n,
-                             [(p.resp_command("INCR", "visits"), b":%d\r\n" % (i + 1)),
-                              (p.resp_command("GET", f"item:{i}"), b"$5\r\napple\r\n"),
-                              (p.resp_command("SET", f"session:{i}", "active", "EX", "300"), b"+OK\r\n")],
-                             isn=11000 + 10 * i + n)
+                tcp_exchange(
+                    node_ip,
+                    45000 + 10 * i + n,
+                    REDIS,
+                    6379,
+                    t + 0.4 + n,
+                    [
+                        (p.resp_command("INCR", "visits"), b":%d\r\n" % (i + 1)),
+                        (p.resp_command("GET", f"item:{i}"), b"$5\r\napple\r\n"),
+                        (p.resp_command("SET", f"session:{i}", "active", "EX", "300"), b"+OK\r\n"),
+                    ],
+                    isn=11000 + 10 * i + n,
+                )
             )
     # node calls an external API over TLS once.
     _dns(cap, NODE_A, 35000, base + 30, 0x3000, "api.payments.example", EXTERNAL_API)
     cap.extend(
-        tcp_exchange(NODE_A, 46000, EXTERNAL_API, 443, base + 30.1,
-                     [(p.tls_client_hello("api.payments.example", ["h2", "http/1.1"]), p.tls_server_hello("h2")),
-                      (b"\x17\x03\x03\x00\x30" + bytes(48), b"\x17\x03\x03\x00\x50" + bytes(80))])
+        tcp_exchange(
+            NODE_A,
+            46000,
+            EXTERNAL_API,
+            443,
+            base + 30.1,
+            [
+                (p.tls_client_hello("api.payments.example", ["h2", "http/1.1"]), p.tls_server_hello("h2")),
+                (b"\x17\x03\x03\x00\x30" + bytes(48), b"\x17\x03\x03\x00\x50" + bytes(80)),
+            ],
+        )
     )
     # The kubelet pings nodes' pods for reachability (ICMP).
     cap.extend(ping(KUBELET, NODE_A, base + 45, count=3))
@@ -93,20 +149,48 @@ def exploit_traffic(cap: Capture, base: float) -> None:
     """What an intruder does from inside the cluster."""
     _dns(cap, EXPLOIT, 36000, base, 0x6666, "redis.demo.svc.cluster.local", REDIS)
     cap.extend(
-        tcp_exchange(EXPLOIT, 47000, REDIS, 6379, base + 0.2,
-                     [(p.resp_command("KEYS", "*"), b"*2\r\n$6\r\nvisits\r\n$6\r\nitem:0\r\n"),
-                      (p.resp_command("CONFIG", "GET", "dir"), b"*2\r\n$3\r\ndir\r\n$5\r\n/data\r\n")])
+        tcp_exchange(
+            EXPLOIT,
+            47000,
+            REDIS,
+            6379,
+            base + 0.2,
+            [
+                (p.resp_command("KEYS", "*"), b"*2\r\n$6\r\nvisits\r\n$6\r\nitem:0\r\n"),
+                (p.resp_command("CONFIG", "GET", "dir"), b"*2\r\n$3\r\ndir\r\n$5\r\n/data\r\n"),
+            ],
+        )
     )
     cap.extend(
-        tcp_exchange(EXPLOIT, 47001, NODE_SVC, 8888, base + 1,
-                     [(p.http_request("GET", "/api/admin/users", "node.demo.svc.cluster.local:8888"),
-                       p.http_response(403, b"forbidden", "text/plain", server="node"))])
+        tcp_exchange(
+            EXPLOIT,
+            47001,
+            NODE_SVC,
+            8888,
+            base + 1,
+            [
+                (
+                    p.http_request("GET", "/api/admin/users", "node.demo.svc.cluster.local:8888"),
+                    p.http_response(403, b"forbidden", "text/plain", server="node"),
+                )
+            ],
+        )
     )
     # A compromised node pod abuses its allowed path to redis with another protocol.
     cap.extend(
-        tcp_exchange(NODE_B, 47002, REDIS, 6379, base + 2,
-                     [(p.http_request("POST", "/", "redis:6379", body=b'{"cmd": "FLUSHALL"}'),
-                       b"-ERR unknown command 'POST'\r\n")])
+        tcp_exchange(
+            NODE_B,
+            47002,
+            REDIS,
+            6379,
+            base + 2,
+            [
+                (
+                    p.http_request("POST", "/", "redis:6379", body=b'{"cmd": "FLUSHALL"}'),
+                    b"-ERR unknown command 'POST'\r\n",
+                )
+            ],
+        )
     )
 
 

@@ -16,8 +16,8 @@ from podwall.core.errors import ProtocolError
 from podwall.core.types import Direction
 
 __all__ = [
-    "Detection",
     "DetectContext",
+    "Detection",
     "Detector",
     "L7Event",
     "Parser",

@@ -19,7 +19,9 @@ FiveTuple = tuple[int, frozenset[tuple[str, int]]]
 
 def _captures() -> list[Path]:
     folders = [CORPUS / "dpi" / "ndpi", CORPUS / "dpi" / "grpc"]
-    return sorted(p for d in folders if d.is_dir() for p in d.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap"))
+    return sorted(
+        p for d in folders if d.is_dir() for p in d.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap")
+    )
 
 
 def _norm(ip: str) -> str:
@@ -30,7 +32,10 @@ def expected_tuples(pcap: Path) -> set[FiveTuple]:
     with open(f"{pcap}.flows.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     return {
-        (int(r["protocol"]), frozenset({(_norm(r["src_ip"]), int(r["src_port"])), (_norm(r["dst_ip"]), int(r["dst_port"]))}))
+        (
+            int(r["protocol"]),
+            frozenset({(_norm(r["src_ip"]), int(r["src_port"])), (_norm(r["dst_ip"]), int(r["dst_port"]))}),
+        )
         for r in rows
         if int(r["protocol"]) in (PROTO_TCP, PROTO_UDP)
     }
@@ -42,7 +47,12 @@ def found_tuples(pcap: Path) -> set[FiveTuple]:
     return {
         (
             nf.flow.proto,
-            frozenset({(ip_text(nf.flow.client_ip), nf.flow.client_port), (ip_text(nf.flow.server_ip), nf.flow.server_port)}),
+            frozenset(
+                {
+                    (ip_text(nf.flow.client_ip), nf.flow.client_port),
+                    (ip_text(nf.flow.server_ip), nf.flow.server_port),
+                }
+            ),
         )
         for nf in flows
         if nf.flow.proto in (PROTO_TCP, PROTO_UDP)

@@ -284,7 +284,7 @@ class DnsParser:
     def _event(self, direction: Direction, msg: bytes) -> L7Event:
         fields = parse_message(msg)
         qname = fields["qname"]
-        if qname is not None:
+        if qname is not None and qname != ".":  # a query for the root (e.g. NSID, priming) names no server
             if not fields["qr"]:
                 self._query_name = self._query_name or qname
             else:

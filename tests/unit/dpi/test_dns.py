@@ -41,12 +41,21 @@ def _tcp(msg: bytes) -> bytes:
         pytest.param(UDP, hm.dns_query(flags=0x0140), Detection.NO, id="z-bit"),
         pytest.param(UDP, hm.dns_query(flags=0x0103), Detection.NO, id="query-with-rcode"),
         pytest.param(UDP, hm.dns_query(qtype=0), Detection.NO, id="qtype-0"),
-        pytest.param(UDP, hm.dns_header(1, 0x0100) + hm.dns_name("a.b") + b"\x00\x01\x00\x09", Detection.NO,
-                     id="class-9"),
-        pytest.param(UDP, hm.dns_header(1, 0x0100) + b"\x03a\x01b\x00\x00\x01\x00\x01", Detection.NO,
-                     id="control-byte-label"),
-        pytest.param(UDP, hm.dns_header(1, 0x0100, qd=5) + hm.dns_question("a") * 5, Detection.NO,
-                     id="five-questions"),
+        pytest.param(
+            UDP,
+            hm.dns_header(1, 0x0100) + hm.dns_name("a.b") + b"\x00\x01\x00\x09",
+            Detection.NO,
+            id="class-9",
+        ),
+        pytest.param(
+            UDP,
+            hm.dns_header(1, 0x0100) + b"\x03a\x01b\x00\x00\x01\x00\x01",
+            Detection.NO,
+            id="control-byte-label",
+        ),
+        pytest.param(
+            UDP, hm.dns_header(1, 0x0100, qd=5) + hm.dns_question("a") * 5, Detection.NO, id="five-questions"
+        ),
         pytest.param(UDP, hm.dns_header(1, 0x0100, qd=0), Detection.NO, id="no-question"),
         pytest.param(UDP, b"\x17\x00\x03\x2a" + bytes(44), Detection.NO, id="ntp-like"),
         pytest.param(UDP, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Detection.NO, id="http-text"),
@@ -136,27 +145,62 @@ def test_name_presentation(wire: bytes, text: str) -> None:
 @pytest.mark.parametrize(
     ("msg", "message"),
     [
-        pytest.param(hm.dns_header(1, 0x0100) + b"\xc0\x0c\x00\x01\x00\x01", "compression pointer loop",
-                     id="self-pointer"),
-        pytest.param(hm.dns_header(1, 0x0100) + b"\x01a\xc0\x0e\xc0\x0c\x00\x01\x00\x01", "compression pointer loop",
-                     id="two-pointer-cycle"),
-        pytest.param(hm.dns_header(1, 0x0100) + b"\x01a" + b"\x3f" + b"b" * 63 + b"\xc0\x0c",
-                     "compression pointer loop", id="labels-then-pointer-to-start"),
-        pytest.param(hm.dns_header(1, 0x0100) + (b"\x3f" + b"x" * 63) * 4 + b"\x00\x00\x01\x00\x01",
-                     "longer than 255", id="name-too-long"),
-        pytest.param(hm.dns_header(1, 0x0100) + b"\x41a\x00\x00\x01\x00\x01", "label type", id="extended-label"),
-        pytest.param(hm.dns_header(1, 0x0100) + b"\xc0\xff\x00\x01\x00\x01", "beyond the message",
-                     id="pointer-out-of-range"),
-        pytest.param(hm.dns_header(1, 0x0100) + b"\x3fab\x00\x00\x01\x00\x01", "truncated", id="label-truncated"),
-        pytest.param(hm.dns_header(1, 0x8180, 1, 1) + hm.dns_question("a") + hm.dns_rr(b"\xc0\x0c", 1, b"\x01\x02"),
-                     "rdata of 2 bytes", id="short-a"),
-        pytest.param(hm.dns_header(1, 0x8180, 1, 1) + hm.dns_question("a") + b"\xc0\x0c\x00\x01\x00\x01\x00\x00"
-                     + b"\x00\x01\x00\x08\x01\x02", "truncated", id="rdlength-past-end"),
-        pytest.param(hm.dns_header(1, 0x8180, 1, 1) + hm.dns_question("a")
-                     + hm.dns_rr(b"\xc0\x0c", 5, hm.dns_name("b") + b"\x00"), "length mismatch",
-                     id="cname-rdata-longer-than-name"),
-        pytest.param(hm.dns_header(1, 0x8180, 1, 1) + hm.dns_question("a") + hm.dns_rr(b"\xc0\x0c", 16, b"\x05ab"),
-                     "character-string truncated", id="txt-truncated"),
+        pytest.param(
+            hm.dns_header(1, 0x0100) + b"\xc0\x0c\x00\x01\x00\x01",
+            "compression pointer loop",
+            id="self-pointer",
+        ),
+        pytest.param(
+            hm.dns_header(1, 0x0100) + b"\x01a\xc0\x0e\xc0\x0c\x00\x01\x00\x01",
+            "compression pointer loop",
+            id="two-pointer-cycle",
+        ),
+        pytest.param(
+            hm.dns_header(1, 0x0100) + b"\x01a" + b"\x3f" + b"b" * 63 + b"\xc0\x0c",
+            "compression pointer loop",
+            id="labels-then-pointer-to-start",
+        ),
+        pytest.param(
+            hm.dns_header(1, 0x0100) + (b"\x3f" + b"x" * 63) * 4 + b"\x00\x00\x01\x00\x01",
+            "longer than 255",
+            id="name-too-long",
+        ),
+        pytest.param(
+            hm.dns_header(1, 0x0100) + b"\x41a\x00\x00\x01\x00\x01", "label type", id="extended-label"
+        ),
+        pytest.param(
+            hm.dns_header(1, 0x0100) + b"\xc0\xff\x00\x01\x00\x01",
+            "beyond the message",
+            id="pointer-out-of-range",
+        ),
+        pytest.param(
+            hm.dns_header(1, 0x0100) + b"\x3fab\x00\x00\x01\x00\x01", "truncated", id="label-truncated"
+        ),
+        pytest.param(
+            hm.dns_header(1, 0x8180, 1, 1) + hm.dns_question("a") + hm.dns_rr(b"\xc0\x0c", 1, b"\x01\x02"),
+            "rdata of 2 bytes",
+            id="short-a",
+        ),
+        pytest.param(
+            hm.dns_header(1, 0x8180, 1, 1)
+            + hm.dns_question("a")
+            + b"\xc0\x0c\x00\x01\x00\x01\x00\x00"
+            + b"\x00\x01\x00\x08\x01\x02",
+            "truncated",
+            id="rdlength-past-end",
+        ),
+        pytest.param(
+            hm.dns_header(1, 0x8180, 1, 1)
+            + hm.dns_question("a")
+            + hm.dns_rr(b"\xc0\x0c", 5, hm.dns_name("b") + b"\x00"),
+            "length mismatch",
+            id="cname-rdata-longer-than-name",
+        ),
+        pytest.param(
+            hm.dns_header(1, 0x8180, 1, 1) + hm.dns_question("a") + hm.dns_rr(b"\xc0\x0c", 16, b"\x05ab"),
+            "character-string truncated",
+            id="txt-truncated",
+        ),
         pytest.param(hm.dns_header(1, 0x8180, 1, 9000), "do not fit", id="impossible-counts"),
         pytest.param(b"\x00\x01\x01", "truncated", id="short-header"),
     ],
@@ -186,7 +230,7 @@ def test_udp_trailing_bytes_are_tolerated_by_the_parser() -> None:
 
 @pytest.mark.parametrize("mode", FEED_MODES)
 def test_tcp_messages_any_split(mode: str) -> None:
-    """Length-prefixed messages over TCP give the same events whole, byte by byte, merged or with trailing data."""
+    """Length-prefixed messages over TCP give the same events however split, and with trailing data."""
     stream = [
         (C2S, _tcp(hm.dns_query()) + _tcp(hm.dns_query("b.example", 28))),
         (S2C, _tcp(hm.dns_nxdomain_with_soa())),
@@ -228,3 +272,10 @@ def test_corpus_whatsapp_answers() -> None:
         "ttl": 491,
         "rdata": "169.45.219.235",
     }
+
+
+def test_root_query_names_no_server() -> None:
+    """A query for the root (as NSID probes send) is reported but gives no server_name."""
+    parser = DnsParser(UDP)
+    events = feed_all(parser, [(C2S, hm.dns_query(".", qtype=2))])
+    assert (events[0].fields["qname"], parser.server_name()) == (".", None)

@@ -21,7 +21,8 @@ CTX = DetectContext(PROTO_TCP, 40000, 80)
 
 def _matches(events: list[Any], expected: list[tuple[str, Direction, dict[str, object]]]) -> None:
     got = [
-        (e.kind, e.direction, {k: e.fields.get(k) for k in want}) for e, (_, _, want) in zip(events, expected)
+        (e.kind, e.direction, {k: e.fields.get(k) for k in want})
+        for e, (_, _, want) in zip(events, expected, strict=False)
     ]
     assert len(events) == len(expected), summary(events)
     assert got == expected
@@ -135,31 +136,62 @@ def test_large_body_is_captured_up_to_the_cap() -> None:
 @pytest.mark.parametrize(
     ("chunks", "message"),
     [
-        pytest.param([(C2S, b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n")],
-                     "conflicting Content-Length", id="duplicate-conflicting-length"),
-        pytest.param([(C2S, b"POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n")],
-                     "conflicting Content-Length", id="list-conflicting-length"),
-        pytest.param([(C2S, b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n")],
-                     "invalid Content-Length", id="negative-length"),
-        pytest.param([(C2S, b"POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n")],
-                     "invalid Content-Length", id="hex-length"),
-        pytest.param([(C2S, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")],
-                     "does not end in chunked", id="request-coding-not-chunked"),
-        pytest.param([(C2S, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")],
-                     "conflicting Host", id="two-hosts"),
-        pytest.param([(C2S, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n")], "invalid header line", id="space-before-colon"),
-        pytest.param([(C2S, b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")], "invalid header line", id="no-colon"),
+        pytest.param(
+            [(C2S, b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n")],
+            "conflicting Content-Length",
+            id="duplicate-conflicting-length",
+        ),
+        pytest.param(
+            [(C2S, b"POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n")],
+            "conflicting Content-Length",
+            id="list-conflicting-length",
+        ),
+        pytest.param(
+            [(C2S, b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n")],
+            "invalid Content-Length",
+            id="negative-length",
+        ),
+        pytest.param(
+            [(C2S, b"POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n")],
+            "invalid Content-Length",
+            id="hex-length",
+        ),
+        pytest.param(
+            [(C2S, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")],
+            "does not end in chunked",
+            id="request-coding-not-chunked",
+        ),
+        pytest.param(
+            [(C2S, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")], "conflicting Host", id="two-hosts"
+        ),
+        pytest.param(
+            [(C2S, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n")], "invalid header line", id="space-before-colon"
+        ),
+        pytest.param(
+            [(C2S, b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")], "invalid header line", id="no-colon"
+        ),
         pytest.param([(C2S, b"GET / HTTP/1.1\r\n folded-first\r\n\r\n")], "continuation", id="fold-first"),
         pytest.param([(C2S, b"GET / HTTP/2.0\r\n\r\n")], "unsupported version", id="request-version"),
         pytest.param([(C2S, b"GET /a b HTTP/1.1\r\n\r\n")], "invalid request line", id="space-in-target"),
-        pytest.param([(C2S, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")],
-                     "invalid chunk-size", id="bad-chunk-size"),
-        pytest.param([(C2S, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX")],
-                     "not followed by CRLF", id="chunk-without-crlf"),
-        pytest.param([(C2S, hm.HTTP_GET), (S2C, b"HTTP/1.1 OK\r\n\r\n")], "invalid status line", id="no-status"),
+        pytest.param(
+            [(C2S, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")],
+            "invalid chunk-size",
+            id="bad-chunk-size",
+        ),
+        pytest.param(
+            [(C2S, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX")],
+            "not followed by CRLF",
+            id="chunk-without-crlf",
+        ),
+        pytest.param(
+            [(C2S, hm.HTTP_GET), (S2C, b"HTTP/1.1 OK\r\n\r\n")], "invalid status line", id="no-status"
+        ),
         pytest.param([(C2S, b"GET / HTTP/1.1\r\nX: " + b"a" * 70000)], "exceeds", id="header-block-too-big"),
-        pytest.param([(C2S, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 5000)],
-                     "chunk-size line exceeds", id="chunk-line-too-long"),
+        pytest.param(
+            [(C2S, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 5000)],
+            "chunk-size line exceeds",
+            id="chunk-line-too-long",
+        ),
     ],
 )
 @pytest.mark.parametrize("mode", ["whole", "merged"])

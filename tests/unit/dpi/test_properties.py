@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 from enum import Enum
+from itertools import pairwise
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -64,7 +65,10 @@ TRANSCRIPTS: dict[str, list[Chunks]] = {
     "tls": [
         load_chunks("tls_curl")[:3],
         load_chunks("tls_ech")[:2],
-        [(C2S, hm.tls_records(hm.client_hello(), size=50)), (S2C, hm.tls_records(hm.server_hello(alpn=b"h2")))],
+        [
+            (C2S, hm.tls_records(hm.client_hello(), size=50)),
+            (S2C, hm.tls_records(hm.server_hello(alpn=b"h2"))),
+        ],
         [(C2S, hm.sslv2_client_hello())],
     ],
     "dns-udp": [
@@ -73,12 +77,20 @@ TRANSCRIPTS: dict[str, list[Chunks]] = {
         [(C2S, hm.dns_query()), (S2C, hm.dns_response_all_types()), (S2C, hm.dns_nxdomain_with_soa())],
         [(S2C, hm.mdns_announcement())],
     ],
-    "dns-tcp": [[(C2S, _tcp_dns(hm.dns_query(), hm.dns_query("x.example"))), (S2C, _tcp_dns(hm.dns_response_all_types()))]],
+    "dns-tcp": [
+        [
+            (C2S, _tcp_dns(hm.dns_query(), hm.dns_query("x.example"))),
+            (S2C, _tcp_dns(hm.dns_response_all_types())),
+        ]
+    ],
     "redis": [
         load_chunks("resp")[:1] + load_chunks("resp")[-6:],
-        [(C2S, hm.resp_command(b"SET", b"k", b"v") + b"PING\r\n"), *[(S2C, d) for _, d, _, _ in hm.RESP3_REPLIES]],
+        [
+            (C2S, hm.resp_command(b"SET", b"k", b"v") + b"PING\r\n"),
+            *[(S2C, d) for _, d, _, _ in hm.RESP3_REPLIES],
+        ],
     ],
-}  # fmt: skip
+}
 
 
 def _held_bytes(obj: object, seen: set[int] | None = None) -> int:
@@ -148,7 +160,7 @@ def resplit(draw: st.DrawFn, chunks: Chunks) -> Chunks:
     for direction, data in chunks:
         cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
         edges = [0, *cuts, len(data)]
-        out.extend((direction, data[a:b]) for a, b in zip(edges, edges[1:], strict=False) if b > a)
+        out.extend((direction, data[a:b]) for a, b in pairwise(edges) if b > a)
     return out
 
 
@@ -239,7 +251,7 @@ POSITIVES: list[tuple[str, Direction, bytes]] = [
 @PROPS
 @given(sample=st.sampled_from(POSITIVES), cut=st.integers(1, 2000))
 def test_prefix_of_a_match_is_never_no(sample: tuple[str, Direction, bytes], cut: int) -> None:
-    """A detector never rules out a flow from a prefix of bytes it would match (segments arrive cut anywhere)."""
+    """A detector never rules out a prefix of bytes it would match (segments arrive cut anywhere)."""
     name, direction, data = sample
     ctx = DetectContext(PROTO_TCP, 40000, 6379)
     detector = next(d for d in registry.detectors() if d.name == name)

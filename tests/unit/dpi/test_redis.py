@@ -108,7 +108,7 @@ def test_replies(data: bytes, kind: str, value: object, mode: str) -> None:
 
 
 def test_big_bulk_streams_through() -> None:
-    """A bulk string far larger than the parser buffer is skipped, not held; its start and size are reported."""
+    """A bulk string far larger than the parser buffer streams through; its start and size are reported."""
     size = 5 * 64 * 1024
     parser = RedisParser()
     events = parser.feed(S2C, b"$%d\r\n" % size)

@@ -46,7 +46,7 @@ def test_detect(direction: Direction, data: bytes, expected: Detection) -> None:
 
 @pytest.mark.parametrize("mode", FEED_MODES)
 def test_handmade_hellos(mode: str) -> None:
-    """Both hellos give their fields, GREASE kept in lists but ignored for the version; then the parser is done."""
+    """Both hellos give their fields (GREASE listed but not taken as the version); then the parser is done."""
     parser = TlsParser()
     events = feed_all(parser, split_chunks([(C2S, HELLO), (S2C, SERVER_HELLO)], mode))
     assert [e.kind for e in events] == ["client_hello", "server_hello"]
@@ -117,7 +117,7 @@ def test_sslv2_client_hello() -> None:
 
 
 def test_server_alert_finishes() -> None:
-    """A server that answers the ClientHello with an alert ends the handshake: alert event, parser finished."""
+    """A server answering the ClientHello with an alert ends the handshake: alert event, parser finished."""
     parser = TlsParser()
     events = feed_all(parser, [(C2S, HELLO), (S2C, b"\x15\x03\x03\x00\x02\x02\x28")])
     assert [(e.kind, e.fields.get("level"), e.fields.get("description")) for e in events][1] == (
@@ -131,24 +131,46 @@ def test_server_alert_finishes() -> None:
 @pytest.mark.parametrize(
     ("chunks", "message"),
     [
-        pytest.param([(C2S, hm.tls_records(hm.client_hello(extra=hm.sni_ext(b"x.example"))))],
-                     "duplicate extension", id="duplicate-sni"),
-        pytest.param([(C2S, hm.tls_records(hm.client_hello(sni=b"bad host")))], "printable ASCII", id="space-in-sni"),
-        pytest.param([(C2S, hm.tls_records(hm.client_hello(sni=b"\xff\xfe")))], "printable ASCII", id="binary-sni"),
-        pytest.param([(C2S, hm.tls_records(hm.client_hello(ciphers=())))], "no cipher suites", id="no-ciphers"),
-        pytest.param([(C2S, hm.tls_records(hm.client_hello(alpn=(b"",))))], "empty protocol", id="empty-alpn"),
+        pytest.param(
+            [(C2S, hm.tls_records(hm.client_hello(extra=hm.sni_ext(b"x.example"))))],
+            "duplicate extension",
+            id="duplicate-sni",
+        ),
+        pytest.param(
+            [(C2S, hm.tls_records(hm.client_hello(sni=b"bad host")))], "printable ASCII", id="space-in-sni"
+        ),
+        pytest.param(
+            [(C2S, hm.tls_records(hm.client_hello(sni=b"\xff\xfe")))], "printable ASCII", id="binary-sni"
+        ),
+        pytest.param(
+            [(C2S, hm.tls_records(hm.client_hello(ciphers=())))], "no cipher suites", id="no-ciphers"
+        ),
+        pytest.param(
+            [(C2S, hm.tls_records(hm.client_hello(alpn=(b"",))))], "empty protocol", id="empty-alpn"
+        ),
         pytest.param([(C2S, hm.tls_records(hm.client_hello(legacy=0x0200)))], "not 3.x", id="legacy-version"),
-        pytest.param([(C2S, hm.tls_records(b"\x01\x00\x00\x05" + b"\x03\x03abc"))], "truncated", id="truncated-body"),
-        pytest.param([(C2S, hm.tls_records(b"\x02" + hm.client_hello()[1:]))], "expected ClientHello",
-                     id="server-hello-from-client"),
-        pytest.param([(C2S, HELLO), (S2C, hm.tls_records(hm.client_hello(), version=0x0303))],
-                     "expected ServerHello", id="client-hello-from-server"),
+        pytest.param(
+            [(C2S, hm.tls_records(b"\x01\x00\x00\x05" + b"\x03\x03abc"))], "truncated", id="truncated-body"
+        ),
+        pytest.param(
+            [(C2S, hm.tls_records(b"\x02" + hm.client_hello()[1:]))],
+            "expected ClientHello",
+            id="server-hello-from-client",
+        ),
+        pytest.param(
+            [(C2S, HELLO), (S2C, hm.tls_records(hm.client_hello(), version=0x0303))],
+            "expected ServerHello",
+            id="client-hello-from-server",
+        ),
         pytest.param([(C2S, b"\x19\x03\x01\x00\x01\x00")], "unknown content type", id="record-type-25"),
         pytest.param([(C2S, b"\x16\x04\x01\x00\x01\x00")], "bad version", id="record-version"),
         pytest.param([(C2S, b"\x17\x03\x03\x00\x01\x00")], "before the hello", id="data-before-hello"),
         pytest.param([(C2S, b"\x16\x03\x01\x00\x04\x01\x01\x01\x00")], "exceeds", id="hello-longer-than-cap"),
-        pytest.param([(C2S, b"\x16\x03\x01\x00\x02\x01\x00\x17\x03\x03\x00\x01\x00")],
-                     "inside a fragmented handshake", id="interleaved-record"),
+        pytest.param(
+            [(C2S, b"\x16\x03\x01\x00\x02\x01\x00\x17\x03\x03\x00\x01\x00")],
+            "inside a fragmented handshake",
+            id="interleaved-record",
+        ),
     ],
 )
 @pytest.mark.parametrize("mode", ["whole", "byte-by-byte"])
