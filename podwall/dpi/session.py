@@ -118,7 +118,7 @@ class DpiSession:
         elif size == len(data):
             view = data[:cap]  # the first chunk of this direction: no join needed
         else:
-            view = b"".join(chunk for d, chunk in self._pending if d is direction)[:cap]
+            view = b"".join(chunk for d, chunk in self._pending if d == direction)[:cap]
         self._detect(direction, view)
         if self.app is None and (size >= cap or self._chunks >= self._limits.dpi_max_packets):
             self._give_up()

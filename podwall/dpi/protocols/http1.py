@@ -185,7 +185,7 @@ class HttpParser:
         return self._server_name
 
     def feed(self, direction: Direction, data: bytes) -> list[L7Event]:
-        side = self._client if direction is Direction.C2S else self._server
+        side = self._client if direction == Direction.C2S else self._server
         if self.finished or side.state == _STOPPED or not data:
             return []
         side.stream.append(data)
@@ -520,7 +520,7 @@ class HttpDetector:
         self._limits = limits
 
     def detect(self, direction: Direction, data: bytes, ctx: DetectContext) -> Detection:
-        if direction is Direction.C2S:
+        if direction == Direction.C2S:
             return detect_request(data)
         return detect_response(data)
 

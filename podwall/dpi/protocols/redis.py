@@ -388,7 +388,7 @@ class RedisParser:
         if not data:
             return []
         out: list[L7Event] = []
-        side = self._commands if direction is Direction.C2S else self._replies
+        side = self._commands if direction == Direction.C2S else self._replies
         side.stream.append(data)
         side.run(out)
         side.stream.compact()
@@ -484,7 +484,7 @@ class RedisDetector:
     def detect(self, direction: Direction, data: bytes, ctx: DetectContext) -> Detection:
         if not data:
             return Detection.NEED_MORE
-        if direction is Direction.C2S:
+        if direction == Direction.C2S:
             return detect_command(data, ctx.server_port)
         return detect_reply(data)
 

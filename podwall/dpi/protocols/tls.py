@@ -294,7 +294,7 @@ class TlsParser:
         record = bytes(buf[2 : 2 + length])
         side.records.pos = 2 + length
         side.state = _DONE
-        if direction is Direction.C2S:
+        if direction == Direction.C2S:
             out.append(L7Event(APP, "client_hello", direction, parse_sslv2_client_hello(record)))
             return
         r = Reader(record, what="SSLv2 ServerHello")
@@ -357,7 +357,7 @@ class TlsParser:
                         {"level": _ALERT_LEVELS.get(level, str(level)), "description": description})
             )  # fmt: skip
             side.state = _DONE
-            if direction is Direction.S2C:
+            if direction == Direction.S2C:
                 self.finished = True
             return
         raise ProtocolError(f"TLS record: content type {content_type} before the hello")
@@ -375,7 +375,7 @@ class TlsParser:
         body = bytes(hs[4 : 4 + length])
         side.handshake = bytearray()
         side.state = _DONE
-        if direction is Direction.C2S:
+        if direction == Direction.C2S:
             if msg_type != HS_CLIENT_HELLO:
                 raise ProtocolError(f"TLS: expected ClientHello, got handshake type {msg_type}")
             fields = parse_client_hello(body)
@@ -447,7 +447,7 @@ class TlsDetector:
     def detect(self, direction: Direction, data: bytes, ctx: DetectContext) -> Detection:
         if not data:
             return Detection.NEED_MORE
-        if direction is Direction.C2S:
+        if direction == Direction.C2S:
             if data[0] & 0x80:
                 return _detect_sslv2(data)
             return _detect_record(data, HS_CLIENT_HELLO)
