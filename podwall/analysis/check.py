@@ -94,9 +94,7 @@ def _severity(verdict: Verdict) -> Severity:
 def conversation_event(item: CheckedConversation, etype: EventType, source: str | None) -> Event:
     conv, v = item.conversation, item.verdict
     if etype is EventType.VIOLATION:
-        message = (
-            f"{conv.client_group} -> {conv.server_group} {conv.application}: {v.action} by rule {v.rule_id}"
-        )
+        message = f"{conv.client_group} -> {conv.server_group} {conv.application}: {v.action} by rule {v.rule_id}"
     else:
         message = f"learned {conv.client_group} -> {conv.server_group} {conv.application} (rule {v.rule_id})"
     # Ports of a representative session: the client port differs per session, so the event

@@ -51,14 +51,10 @@ if not out.is_terminal:
 Captures = Annotated[list[Path], typer.Argument(help="pcap or pcapng files", show_default=False)]
 InventoryOpt = Annotated[
     list[Path] | None,
-    typer.Option(
-        "--inventory", "-i", help="inventory YAML or Kubernetes objects (file or directory); repeatable"
-    ),
+    typer.Option("--inventory", "-i", help="inventory YAML or Kubernetes objects (file or directory); repeatable"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document instead of tables")]
-JsonlOpt = Annotated[
-    Path | None, typer.Option("--jsonl", help="also append the events to this JSON-lines file")
-]
+JsonlOpt = Annotated[Path | None, typer.Option("--jsonl", help="also append the events to this JSON-lines file")]
 DbOpt = Annotated[
     str | None,
     typer.Option(
@@ -167,9 +163,7 @@ def analyze(
     captures: Captures,
     inventory: InventoryOpt = None,
     as_json: JsonOpt = False,
-    flows: Annotated[
-        bool, typer.Option("--flows", help="list individual flows instead of conversations")
-    ] = False,
+    flows: Annotated[bool, typer.Option("--flows", help="list individual flows instead of conversations")] = False,
 ) -> None:
     """Name every connection in the captures and print the conversations (or flows)."""
     inv = _load_inventory(inventory)
@@ -194,12 +188,10 @@ def analyze(
 def learn(
     captures: Captures,
     inventory: InventoryOpt = None,
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="where to write the learned policy YAML")
-    ] = Path("policy.yaml"),
-    mode: Annotated[
-        str, typer.Option(help="mode of the learned groups: discover, monitor or protect")
-    ] = "monitor",
+    output: Annotated[Path, typer.Option("--output", "-o", help="where to write the learned policy YAML")] = Path(
+        "policy.yaml"
+    ),
+    mode: Annotated[str, typer.Option(help="mode of the learned groups: discover, monitor or protect")] = "monitor",
     merge: Annotated[Path | None, typer.Option(help="an existing policy to extend")] = None,
     db: DbOpt = None,
     jsonl: JsonlOpt = None,
@@ -275,9 +267,7 @@ def events(
         raise _fail(f"--since: {exc}") from None
     store = EventStore(db)
     try:
-        rows = store.query(
-            type=type_, group=group, since=since_dt, limit=limit, order="desc" if limit else "asc"
-        )
+        rows = store.query(type=type_, group=group, since=since_dt, limit=limit, order="desc" if limit else "asc")
     finally:
         store.close()
     if limit:
@@ -300,9 +290,7 @@ def policy_validate(files: Annotated[list[Path], typer.Argument(help="policy YAM
             failed = True
             err.print(f"[bold red]invalid:[/] {exc}", highlight=False)
             continue
-        out.print(
-            f"{f}: valid ({len(pol.spec.groups)} group(s), {len(pol.spec.rules)} rule(s))", highlight=False
-        )
+        out.print(f"{f}: valid ({len(pol.spec.groups)} group(s), {len(pol.spec.rules)} rule(s))", highlight=False)
     if failed:
         raise typer.Exit(2)
 

@@ -148,9 +148,7 @@ class Decoder:
         suppressed = self.stats["problems_suppressed"] - self._summarised
         self._summarised += suppressed
         if suppressed:
-            self._report(
-                None, f"{suppressed} more malformed frame(s) were not reported one by one", limited=False
-            )
+            self._report(None, f"{suppressed} more malformed frame(s) were not reported one by one", limited=False)
 
     # -- link layer -----------------------------------------------------------------------
 
@@ -183,9 +181,7 @@ class Decoder:
             off = 16
         elif lt == LINKTYPE_LINUX_SLL2:
             if n < 20:
-                self._malformed(
-                    frame, f"Linux cooked v2 frame of {n} bytes is shorter than its 20-byte header"
-                )
+                self._malformed(frame, f"Linux cooked v2 frame of {n} bytes is shorter than its 20-byte header")
                 return None
             ethertype = (data[0] << 8) | data[1]
             off = 20
@@ -222,9 +218,7 @@ class Decoder:
             self.stats["unsupported_linktype"] += 1
             if lt not in self._bad_linktypes:
                 self._bad_linktypes.add(lt)
-                self._report(
-                    frame.number, f"unsupported link type {lt}; its frames are skipped", limited=False
-                )
+                self._report(frame.number, f"unsupported link type {lt}; its frames are skipped", limited=False)
             return None
 
         vlan: int | None = None

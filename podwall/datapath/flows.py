@@ -480,9 +480,7 @@ class FlowTable:
                 self._close(flow, "fin")
             else:
                 seqs = flow._fin_seq
-                flow._fin_pending = (seqs[0] is not None and not acked[0]) or (
-                    seqs[1] is not None and not acked[1]
-                )
+                flow._fin_pending = (seqs[0] is not None and not acked[0]) or (seqs[1] is not None and not acked[1])
 
     def _close(self, flow: Flow, reason: str) -> None:
         """The connection is over: keep the flow briefly (trailing packets) in the closed table."""

@@ -135,9 +135,7 @@ class FragmentReassembler:
             if end > train.total:
                 raise FragmentError(f"fragment ends at byte {end}, after the datagram's end {train.total}")
         elif not more and train.spans and train.spans[-1][1] > end:
-            raise FragmentError(
-                f"last fragment ends at byte {end}, but data up to {train.spans[-1][1]} was seen"
-            )
+            raise FragmentError(f"last fragment ends at byte {end}, but data up to {train.spans[-1][1]} was seen")
 
     def _place(self, train: _Train, start: int, end: int, data: bytes) -> None:
         """Copy the parts of [start, end) not yet held; compare the parts already held."""

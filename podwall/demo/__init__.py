@@ -29,9 +29,7 @@ NORMAL = DEMO_DIR / "normal.pcapng"
 EXPLOIT = DEMO_DIR / "exploit.pcapng"
 
 
-def run_demo(
-    console: Console, *, db: str | None = None, no_store: bool = False, workdir: Path | None = None
-) -> int:
+def run_demo(console: Console, *, db: str | None = None, no_store: bool = False, workdir: Path | None = None) -> int:
     from podwall.demo.generate import EXPECTED_VIOLATIONS
 
     inventory = load_inventory([str(INVENTORY)])
@@ -83,9 +81,7 @@ def run_demo(
 
     ok = not normal_violations and found == EXPECTED_VIOLATIONS
     if ok:
-        console.print(
-            f"[bold green]demo ok:[/] the learned policy flags exactly the {len(found)} expected violations"
-        )
+        console.print(f"[bold green]demo ok:[/] the learned policy flags exactly the {len(found)} expected violations")
         return 0
     console.print(
         "[bold red]demo mismatch:[/] expected violations", sorted(EXPECTED_VIOLATIONS), "found", sorted(found)

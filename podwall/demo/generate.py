@@ -41,9 +41,7 @@ EXPECTED_VIOLATIONS = {
 
 def _dns(cap: Capture, client: str, port: int, t: float, ident: int, name: str, answer: str) -> None:
     cap.extend(
-        udp_exchange(
-            client, port, KUBE_DNS, 53, t, p.dns_query(ident, name), p.dns_response(ident, name, [answer])
-        )
+        udp_exchange(client, port, KUBE_DNS, 53, t, p.dns_query(ident, name), p.dns_response(ident, name, [answer]))
     )
 
 

@@ -102,9 +102,7 @@ class Reader:
     def expect_end(self) -> None:
         """Fail when bytes are left over where the format says the structure ends."""
         if self._pos != self._end:
-            raise ProtocolError(
-                f"{self.what}: {self._end - self._pos} unexpected trailing bytes at offset {self._pos}"
-            )
+            raise ProtocolError(f"{self.what}: {self._end - self._pos} unexpected trailing bytes at offset {self._pos}")
 
 
 class StreamBuffer:

@@ -47,9 +47,7 @@ from podwall.inventory.model import (
     stable_labels,
 )
 
-CONTROLLER_KINDS: frozenset[str] = frozenset(
-    {"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob"}
-)
+CONTROLLER_KINDS: frozenset[str] = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob"})
 INVENTORY_KINDS: frozenset[str] = CONTROLLER_KINDS | {"Pod", "Service", "Namespace", "Node"}
 # Policy objects often sit next to workloads in the same directory; other loaders read them.
 POLICY_KINDS: frozenset[str] = frozenset(
@@ -300,9 +298,7 @@ class _Builder:
         r = obj.reader
         refs: list[_Ref] = []
         chosen: _Ref | None = None
-        for i, item in enumerate(
-            r.sequence(self.dig(obj, "metadata.ownerReferences"), "metadata.ownerReferences")
-        ):
+        for i, item in enumerate(r.sequence(self.dig(obj, "metadata.ownerReferences"), "metadata.ownerReferences")):
             path = f"metadata.ownerReferences[{i}]"
             ref = r.mapping(item, path, required=True)
             if ref is None:
@@ -488,9 +484,7 @@ class _Builder:
                 )
             )
         where = source.obj.reader.at("") if source else agg.pods[0].obj.reader.at("")
-        part.workloads.append(
-            (Workload(top.name, namespace, top.kind, labels, image, top.service, tuple(pods)), where)
-        )
+        part.workloads.append((Workload(top.name, namespace, top.kind, labels, image, top.service, tuple(pods)), where))
 
     def nodes(self, node_objs: list[_Object], pods: list[_PodInfo], part: InventoryPart) -> None:
         described: set[str] = set()
@@ -504,9 +498,7 @@ class _Builder:
                 addr = r.ip(entry.get("address"), f"status.addresses[{i}].address")
                 if addr is not None and addr not in ips:
                     ips.append(addr)
-                    part.claims.append(
-                        Claim(addr, f"node {obj.name}", r.at(f"status.addresses[{i}].address"))
-                    )
+                    part.claims.append(Claim(addr, f"node {obj.name}", r.at(f"status.addresses[{i}].address")))
             labels = r.labels(self.dig(obj, "metadata.labels"), "metadata.labels")
             part.nodes.append((Node(obj.name, tuple(ips), Labels(labels)), r.at("")))
             described.add(obj.name)

@@ -194,16 +194,13 @@ class _PodwallParser:
             if pod_name is None:
                 continue
             if pod_name in pod_names:
-                r.fail(
-                    f"{path}.name", f"pod {pod_name} is listed twice (pods[{pod_names[pod_name]}] and {path})"
-                )
+                r.fail(f"{path}.name", f"pod {pod_name} is listed twice (pods[{pod_names[pod_name]}] and {path})")
                 continue
             pod_names[pod_name] = i
             pods.append(Pod(pod_name, tuple(ips), node, host_network))
             if namespace is not None:
                 claims.extend(
-                    Claim(ip, f"pod {namespace}/{pod_name}", r.at(f"{path}.ips[{j}]"))
-                    for j, ip in enumerate(ips)
+                    Claim(ip, f"pod {namespace}/{pod_name}", r.at(f"{path}.ips[{j}]")) for j, ip in enumerate(ips)
                 )
         if name is None or namespace is None:
             return None
@@ -320,9 +317,7 @@ def parse_inventory_text(text: str, file: str) -> LoadResult:
 def parse_podwall_inventory(text: str, file: str) -> Inventory:
     """An inventory from podwall inventory YAML only; any other document is an error."""
     docs = read_documents(text, file)
-    strangers = [
-        d for d in docs if not (is_podwall_document(d.data) and d.data.get("kind") == INVENTORY_KIND)
-    ]
+    strangers = [d for d in docs if not (is_podwall_document(d.data) and d.data.get("kind") == INVENTORY_KIND)]
     if strangers:
         raise InputError(
             file,
@@ -349,14 +344,10 @@ def inventory_files(paths: Sequence[str | Path]) -> list[Path]:
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(
-                    Path(root, n)
-                    for n in sorted(names)
-                    if n.endswith(FILE_SUFFIXES) and not n.startswith(".")
+                    Path(root, n) for n in sorted(names) if n.endswith(FILE_SUFFIXES) and not n.startswith(".")
                 )
             if not found:
-                problems.append(
-                    Problem(Location(str(path)), f"no {', '.join(FILE_SUFFIXES)} files in this directory")
-                )
+                problems.append(Problem(Location(str(path)), f"no {', '.join(FILE_SUFFIXES)} files in this directory"))
             files.extend(found)
         elif path.is_file():
             files.append(path)

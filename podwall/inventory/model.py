@@ -25,8 +25,7 @@ DEFAULT_NAMESPACE = "default"  # what kubectl assumes for namespaced objects wit
 
 # RFC 1918, RFC 6598 (carrier-grade NAT, used by some CNIs), IPv6 ULA and link-local.
 DEFAULT_INTERNAL_CIDRS: tuple[IPNetwork, ...] = tuple(
-    ip_network(c)
-    for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7", "fe80::/10")
+    ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7", "fe80::/10")
 )
 
 # Labels that differ between pods (or rollouts) of the same workload; keeping them would split
@@ -421,9 +420,7 @@ class FieldReader:
         known = set(allowed)
         for key in value:
             if key not in known:
-                self.fail(
-                    join_path(path, key), f"unknown field (expected one of: {', '.join(sorted(known))})"
-                )
+                self.fail(join_path(path, key), f"unknown field (expected one of: {', '.join(sorted(known))})")
 
     def sequence(self, value: Any, path: str) -> list[Any]:
         if value is None:
@@ -625,13 +622,9 @@ def build_inventory(parts: Sequence[InventoryPart]) -> Inventory:
     """
     problems: list[Problem] = []
     cluster = _merge_setting([p.cluster for p in parts if p.cluster], "cluster", problems)
-    cidrs = _merge_setting(
-        [p.internal_cidrs for p in parts if p.internal_cidrs], "internalCIDRs", problems, frozenset
-    )
+    cidrs = _merge_setting([p.internal_cidrs for p in parts if p.internal_cidrs], "internalCIDRs", problems, frozenset)
     nodes = _merge_keyed([((n.name,), n, loc) for p in parts for n, loc in p.nodes], "node {}", problems)
-    namespaces = _merge_keyed(
-        [((n.name,), n, loc) for p in parts for n, loc in p.namespaces], "namespace {}", problems
-    )
+    namespaces = _merge_keyed([((n.name,), n, loc) for p in parts for n, loc in p.namespaces], "namespace {}", problems)
     workloads = _merge_keyed(
         [((w.namespace, w.name, w.kind), w, loc) for p in parts for w, loc in p.workloads],
         "workload {}/{} ({})",
@@ -663,8 +656,7 @@ def build_inventory(parts: Sequence[InventoryPart]) -> Inventory:
             problems.append(
                 Problem(
                     claim.where,
-                    f"address {claim.ip} of {claim.owner} is already claimed by {first.owner} "
-                    f"({first.where})",
+                    f"address {claim.ip} of {claim.owner} is already claimed by {first.owner} ({first.where})",
                 )
             )
 

@@ -74,9 +74,7 @@ class Resolver:
             ns_labels = _ns_labels(inv, w.namespace)
             for pod in w.pods:
                 for ip in pod.ips:
-                    self._exact[ip] = self._workload_endpoint(
-                        w, str(ip), ns_labels, pod=pod.name, node=pod.node
-                    )
+                    self._exact[ip] = self._workload_endpoint(w, str(ip), ns_labels, pod=pod.name, node=pod.node)
         self._external = sorted(
             ((net, g.name) for g in inv.external_groups for net in g.cidrs),
             key=lambda item: -item[0].prefixlen,

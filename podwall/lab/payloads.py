@@ -10,18 +10,14 @@ import ipaddress
 import struct
 
 
-def http_request(
-    method: str, path: str, host: str, body: bytes = b"", user_agent: str = "curl/8.5.0"
-) -> bytes:
+def http_request(method: str, path: str, host: str, body: bytes = b"", user_agent: str = "curl/8.5.0") -> bytes:
     headers = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"User-Agent: {user_agent}", "Accept: */*"]
     if body:
         headers += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
-def http_response(
-    status: int, body: bytes, content_type: str = "text/html", server: str = "nginx/1.22.1"
-) -> bytes:
+def http_response(status: int, body: bytes, content_type: str = "text/html", server: str = "nginx/1.22.1") -> bytes:
     reasons = {200: "OK", 201: "Created", 204: "No Content", 403: "Forbidden", 404: "Not Found"}
     head = [
         f"HTTP/1.1 {status} {reasons.get(status, 'OK')}",

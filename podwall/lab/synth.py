@@ -70,9 +70,7 @@ def tcp_segment(
     src: str, sport: int, dst: str, dport: int, seq: int, ack: int, flags: int, payload: bytes = b""
 ) -> bytes:
     """A TCP segment (20-byte header, window 64240) with a correct checksum."""
-    header = struct.pack(
-        "!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 64240, 0, 0
-    )
+    header = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 64240, 0, 0)
     csum = _checksum(_pseudo(src, dst, PROTO_TCP, len(header) + len(payload)) + header + payload)
     return header[:16] + struct.pack("!H", csum) + header[18:] + payload
 
@@ -116,14 +114,10 @@ class TcpConversation:
 
     def _emit(self, from_client: bool, flags: int, payload: bytes, ack: int) -> None:
         if from_client:
-            seg = tcp_segment(
-                self.client, self.cport, self.server, self.sport, self.seq_c, ack, flags, payload
-            )
+            seg = tcp_segment(self.client, self.cport, self.server, self.sport, self.seq_c, ack, flags, payload)
             frame = ip_frame(self.client, self.server, PROTO_TCP, seg)
         else:
-            seg = tcp_segment(
-                self.server, self.sport, self.client, self.cport, self.seq_s, ack, flags, payload
-            )
+            seg = tcp_segment(self.server, self.sport, self.client, self.cport, self.seq_s, ack, flags, payload)
             frame = ip_frame(self.server, self.client, PROTO_TCP, seg)
         self.frames.append((round(self.t, 6), frame))
         self.t += self.step
@@ -175,9 +169,7 @@ def udp_exchange(
     client: str, cport: int, server: str, sport: int, start: float, request: bytes, response: bytes | None
 ) -> list[tuple[float, bytes]]:
     """One UDP request and (optionally) its reply."""
-    frames = [
-        (start, ip_frame(client, server, PROTO_UDP, udp_datagram(client, cport, server, sport, request)))
-    ]
+    frames = [(start, ip_frame(client, server, PROTO_UDP, udp_datagram(client, cport, server, sport, request)))]
     if response is not None:
         seg = udp_datagram(server, sport, client, cport, response)
         frames.append((round(start + 0.0003, 6), ip_frame(server, client, PROTO_UDP, seg)))
@@ -191,7 +183,5 @@ def ping(client: str, server: str, start: float, count: int = 1, ident: int = 1)
         body = bytes(range(48))
         t = round(start + i, 6)
         frames.append((t, ip_frame(client, server, PROTO_ICMP, icmp_echo(ident, i + 1, body))))
-        frames.append(
-            (round(t + 0.0002, 6), ip_frame(server, client, PROTO_ICMP, icmp_echo(ident, i + 1, body, True)))
-        )
+        frames.append((round(t + 0.0002, 6), ip_frame(server, client, PROTO_ICMP, icmp_echo(ident, i + 1, body, True))))
     return frames

@@ -66,10 +66,7 @@ class _End:
 
 
 def _safe(text: str) -> str:
-    return (
-        "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "._-" else "-" for ch in text).strip("-.")
-        or "x"
-    )
+    return "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "._-" else "-" for ch in text).strip("-.") or "x"
 
 
 def _workload_end(ep: Endpoint, mode: Mode) -> _End:
@@ -140,9 +137,7 @@ class _Proposal:
         return (self.from_, self.to, self.app, self.ports)
 
 
-def _pair_proposals(
-    src: str, dst: str, apps: dict[str, set[PortKey]], unknown: set[PortKey]
-) -> list[_Proposal]:
+def _pair_proposals(src: str, dst: str, apps: dict[str, set[PortKey]], unknown: set[PortKey]) -> list[_Proposal]:
     seen_with_app: set[PortKey] = set().union(*apps.values()) if apps else set()
     unknown = unknown - seen_with_app  # an application rule replaces a port rule on its ports
     distinct = {k for k in seen_with_app | unknown if k[0] in (PROTO_TCP, PROTO_UDP)}
@@ -241,11 +236,7 @@ def learn(
         else:
             continue  # other transports have no port spec to learn them with
         if engine is not None:
-            probe = (
-                obs
-                if app == normalize_app(obs.app)
-                else Observation(obs.client, obs.server, proto, port, app)
-            )
+            probe = obs if app == normalize_app(obs.app) else Observation(obs.client, obs.server, proto, port, app)
             if engine.evaluate(probe).rule_id != 0:
                 continue
         pair = (client.name, server.name)
@@ -259,18 +250,14 @@ def learn(
 
     proposals: list[_Proposal] = []
     for src, dst in sorted(set(app_conns) | set(port_conns)):
-        proposals.extend(
-            _pair_proposals(src, dst, app_conns.get((src, dst), {}), port_conns.get((src, dst), set()))
-        )
+        proposals.extend(_pair_proposals(src, dst, app_conns.get((src, dst), {}), port_conns.get((src, dst), set())))
     proposals.sort(key=lambda p: p.key)
 
     kept_groups = list(existing.spec.groups) if existing is not None else []
     kept_rules = list(existing.spec.rules) if existing is not None else []
     known_groups = {g.name for g in kept_groups}
     referenced = {p.from_ for p in proposals} | {p.to for p in proposals}
-    new_groups = [
-        groups[n] for n in sorted(groups) if n not in known_groups and (n in referenced or n in modeless)
-    ]
+    new_groups = [groups[n] for n in sorted(groups) if n not in known_groups and (n in referenced or n in modeless)]
     learned_ids = [r.id for r in kept_rules if r.id >= LEARNED_IDS[0]]
     next_id = max(learned_ids, default=LEARNED_IDS[0] - 1) + 1
     if next_id + len(proposals) - 1 > LEARNED_IDS[1]:

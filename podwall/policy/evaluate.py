@@ -276,9 +276,7 @@ class PolicyEngine:
     def candidates(self, proto: int, port: int) -> tuple[Rule, ...]:
         """The rules whose ports cover (proto, server port), by ID (disabled ones included)."""
         by_to = self._port_index(proto, port)
-        return tuple(
-            cr.rule for cr in sorted((cr for crs in by_to.values() for cr in crs), key=lambda c: c.id)
-        )
+        return tuple(cr.rule for cr in sorted((cr for crs in by_to.values() for cr in crs), key=lambda c: c.id))
 
     def _port_index(self, proto: int, port: int) -> dict[str, tuple[_CompiledRule, ...]]:
         """Rules covering (proto, port), by their `to` group, each list sorted by ID (memoised)."""
@@ -379,10 +377,7 @@ class PolicyEngine:
             and port == DNS_PORT
             and self.dns_service_groups
             and obs.proto in (PROTO_TCP, PROTO_UDP)
-            and (
-                obs.server.group in self.dns_service_groups
-                or not self.dns_service_groups.isdisjoint(sm.groups)
-            )
+            and (obs.server.group in self.dns_service_groups or not self.dns_service_groups.isdisjoint(sm.groups))
         ):
             app = "dns"
         consulted: list[RuleCheck] = []
@@ -420,9 +415,7 @@ class PolicyEngine:
 
         rule = matched.rule if matched is not None else None
         explanation = build_explanation(
-            client=EndSummary(
-                obs.client.group, obs.client.ip, obs.client.port, cm.ordered, cm.mode, cm.mode_group
-            ),
+            client=EndSummary(obs.client.group, obs.client.ip, obs.client.port, cm.ordered, cm.mode, cm.mode_group),
             server=EndSummary(obs.server.group, obs.server.ip, port, sm.ordered, sm.mode, sm.mode_group),
             transport=transport,
             port=port,

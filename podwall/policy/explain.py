@@ -106,11 +106,7 @@ def _modes_sentence(client: EndSummary, server: EndSummary, effective: str, reas
 
 def _outcome_words(action: str, violation: bool) -> str:
     if action == ALLOW:
-        return (
-            "violation recorded, connection allowed (discover mode does not block)"
-            if violation
-            else "allowed"
-        )
+        return "violation recorded, connection allowed (discover mode does not block)" if violation else "allowed"
     if action == LEARN:
         return "not a violation in discover mode, allowed and learned"
     if action == ALERT:

@@ -147,9 +147,7 @@ def check_app_name(text: str) -> str:
     """The application name as rules store it (lower case); ValueError if it is not a valid name."""
     name = text.strip().lower()
     if not _APP_NAME_RE.match(name):
-        raise ValueError(
-            f"invalid application name {text!r}: use the DPI's name such as http, redis, dns or any"
-        )
+        raise ValueError(f"invalid application name {text!r}: use the DPI's name such as http, redis, dns or any")
     return name
 
 
@@ -161,8 +159,7 @@ def check_group_name(text: str) -> str:
         raise ValueError(f"group name is longer than {MAX_NAME_LEN} characters")
     if not _GROUP_NAME_RE.match(text):
         raise ValueError(
-            f"invalid group name {text!r}: use letters, digits and . _ - : / @, "
-            "starting with a letter, digit or colon"
+            f"invalid group name {text!r}: use letters, digits and . _ - : / @, starting with a letter, digit or colon"
         )
     return text
 
@@ -313,9 +310,7 @@ class Group(_Model):
         keys = {c.key for c in criteria}
         if "address" in keys and len(keys) > 1:
             others = ", ".join(sorted(keys - {"address"}))
-            raise ValueError(
-                f"a group selects either addresses or workloads, not both (address with {others})"
-            )
+            raise ValueError(f"a group selects either addresses or workloads, not both (address with {others})")
         return criteria
 
     @field_validator("mode")
@@ -520,9 +515,7 @@ def cross_check(groups: list[GroupEntry], rules: list[RuleEntry]) -> list[Proble
     seen_groups: dict[str, GroupEntry] = {}
     for g in groups:
         if g.name in RESERVED_GROUPS:
-            problems.append(
-                Problem(_at(g.location, "name"), f"group {g.name!r} is built in and cannot be redefined")
-            )
+            problems.append(Problem(_at(g.location, "name"), f"group {g.name!r} is built in and cannot be redefined"))
             continue
         first = seen_groups.get(g.name)
         if first is not None:
@@ -565,8 +558,7 @@ def cross_check(groups: list[GroupEntry], rules: list[RuleEntry]) -> list[Proble
                 problems.append(
                     Problem(
                         _at(r.location, field_name),
-                        f"undefined group {ref!r}: define it under spec.groups "
-                        "or use external, nodes or containers",
+                        f"undefined group {ref!r}: define it under spec.groups or use external, nodes or containers",
                     )
                 )
     return problems

@@ -64,8 +64,7 @@ class EventStore:
                 return _insert_new(conn, rows)
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"cannot store {len(rows)} events in {self._shown}: {reason(exc)}; "
-                "nothing from this batch was stored"
+                f"cannot store {len(rows)} events in {self._shown}: {reason(exc)}; nothing from this batch was stored"
             ) from exc
 
     def write(self, events: Sequence[Event]) -> None:

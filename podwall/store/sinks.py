@@ -91,9 +91,7 @@ def _line(event: Event, index: int) -> str:
     try:
         return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
     except Exception as exc:  # pydantic and json raise several types for unserialisable l7 values
-        raise ValueError(
-            f"batch item {index} (event {event.id!r}): cannot be written as JSON: {exc}"
-        ) from None
+        raise ValueError(f"batch item {index} (event {event.id!r}): cannot be written as JSON: {exc}") from None
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[Event]:

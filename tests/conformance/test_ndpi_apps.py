@@ -45,7 +45,10 @@ def test_application_names_agree_with_ndpi() -> None:
             f = nf.flow
             if f.proto in (PROTO_TCP, PROTO_UDP):
                 key = _key(
-                    pcap_path.name, f.proto, (ip_text(f.client_ip), f.client_port), (ip_text(f.server_ip), f.server_port)
+                    pcap_path.name,
+                    f.proto,
+                    (ip_text(f.client_ip), f.client_port),
+                    (ip_text(f.server_ip), f.server_port),
                 )
                 # A connection split into several flows keeps the first decision made on it.
                 found[key] = found.get(key) or f.app

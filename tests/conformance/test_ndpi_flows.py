@@ -19,9 +19,7 @@ FiveTuple = tuple[int, frozenset[tuple[str, int]]]
 
 def _captures() -> list[Path]:
     folders = [CORPUS / "dpi" / "ndpi", CORPUS / "dpi" / "grpc"]
-    return sorted(
-        p for d in folders if d.is_dir() for p in d.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap")
-    )
+    return sorted(p for d in folders if d.is_dir() for p in d.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap"))
 
 
 def _norm(ip: str) -> str:

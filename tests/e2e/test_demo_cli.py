@@ -77,9 +77,7 @@ def test_check_exploit_finds_exactly_the_expected_violations(learned: Path, tmp_
         (e["client"]["group"], e["server"]["group"], e["server"]["port"], e["application"]) for e in events
     } == found
     only_redis = json.loads(podwall("events", "--group", "nv.redis.demo", "--json", "--db", db).stdout)
-    assert only_redis and all(
-        "nv.redis.demo" in (e["client"]["group"], e["server"]["group"]) for e in only_redis
-    )
+    assert only_redis and all("nv.redis.demo" in (e["client"]["group"], e["server"]["group"]) for e in only_redis)
 
 
 def test_http_to_redis_port_is_flagged_by_application(learned: Path, tmp_path: Path) -> None:
@@ -133,8 +131,7 @@ def test_bad_input_exits_2_with_a_located_message(tmp_path: Path, args: list[str
     bad.write_bytes(b"this is not a capture at all")
     badpolicy = tmp_path / "policy.yaml"
     badpolicy.write_text(
-        "apiVersion: podwall.io/v1\nkind: Policy\nmetadata: {name: x}\n"
-        "spec:\n  rules:\n    - {id: 1, frm: a}\n"
+        "apiVersion: podwall.io/v1\nkind: Policy\nmetadata: {name: x}\nspec:\n  rules:\n    - {id: 1, frm: a}\n"
     )
     badinv = tmp_path / "inv.yaml"
     badinv.write_text(

@@ -101,7 +101,9 @@ def test_learn_then_check_flags_only_new_behaviour(capture: Path, inventory_file
 
     extra = tmp_path / "extra.pcap"
     with PcapWriter(extra) as w:
-        for ts, frame in tcp_exchange("10.1.0.9", 50000, "10.1.0.1", 80, 200.0, [(p.http_request("GET", "/", "w"), b"")]):
+        for ts, frame in tcp_exchange(
+            "10.1.0.9", 50000, "10.1.0.1", 80, 200.0, [(p.http_request("GET", "/", "w"), b"")]
+        ):
             w.write(ts, frame)
     items = check(list(read_flows([extra], resolver)), engine)
     assert [(i.conversation.client_group, i.conversation.server_group, i.verdict.rule_id) for i in items] == [

@@ -53,14 +53,8 @@ def _decode(frame: Frame) -> tuple[Packet | None, Decoder, list[Problem]]:
     return decoder.decode(frame), decoder, problems
 
 
-TCP4 = (
-    IP(src=A4, dst=B4, ttl=33) / TCP(sport=40000, dport=80, flags="PA", seq=1000, ack=2000, window=512) / BODY
-)
-TCP6 = (
-    IPv6(src=A6, dst=B6, hlim=44)
-    / TCP(sport=40000, dport=80, flags="PA", seq=1000, ack=2000, window=512)
-    / BODY
-)
+TCP4 = IP(src=A4, dst=B4, ttl=33) / TCP(sport=40000, dport=80, flags="PA", seq=1000, ack=2000, window=512) / BODY
+TCP6 = IPv6(src=A6, dst=B6, hlim=44) / TCP(sport=40000, dport=80, flags="PA", seq=1000, ack=2000, window=512) / BODY
 
 
 @pytest.mark.parametrize(
@@ -189,11 +183,7 @@ def test_icmp(ip: ScapyPacket, proto: int, icmp: tuple[int, int]) -> None:
 
 def test_ipv4_options() -> None:
     """IPv4 options are skipped using IHL; the transport header after them is read."""
-    ip = (
-        IP(src=A4, dst=B4, options=[IPOption_RR(routers=["1.2.3.4", "5.6.7.8"])])
-        / UDP(sport=7, dport=9)
-        / b"x"
-    )
+    ip = IP(src=A4, dst=B4, options=[IPOption_RR(routers=["1.2.3.4", "5.6.7.8"])]) / UDP(sport=7, dport=9) / b"x"
     assert bytes(ip)[0] & 0x0F > 5
     pkt, _, _ = _decode(_frame(Ether(dst=MAC) / ip))
     assert pkt is not None
@@ -277,9 +267,7 @@ def test_ip_length_beyond_untruncated_frame_is_malformed() -> None:
 def _v4_header(**over: int) -> bytes:
     fields = {"vihl": 0x45, "total": 28, "proto": 17}
     fields.update(over)
-    return struct.pack(
-        "!BBHHHBBH4s4s", fields["vihl"], 0, fields["total"], 0, 0, 64, fields["proto"], 0, PA4, PB4
-    )
+    return struct.pack("!BBHHHBBH4s4s", fields["vihl"], 0, fields["total"], 0, 0, 64, fields["proto"], 0, PA4, PB4)
 
 
 @pytest.mark.parametrize(
@@ -417,9 +405,7 @@ def test_ipv4_overlapping_fragments_counted() -> None:
     evil = IP(src=A4, dst=B4, id=1, proto=17, flags="MF", frag=1) / (b"B" * 16)
     last = IP(src=A4, dst=B4, id=1, proto=17, frag=2) / udp[16:]
     decoder = Decoder()
-    results = [
-        decoder.decode(_frame(Ether(dst=MAC) / p, number=i)) for i, p in enumerate((first, evil, last), 1)
-    ]
+    results = [decoder.decode(_frame(Ether(dst=MAC) / p, number=i)) for i, p in enumerate((first, evil, last), 1)]
     assert results[0] is None and results[1] is None
     pkt = results[2]
     assert pkt is not None
@@ -510,11 +496,7 @@ def test_fuzz_mutated_real_frames(base: bytes, flips: list[tuple[int, int]], cut
 # -- external corpus ------------------------------------------------------------------------------
 
 CORPUS = Path(os.environ.get("PODWALL_CORPUS", "/work/shared/corpus")) / "dpi"
-CAPTURES = (
-    sorted(p for p in CORPUS.glob("*/*") if p.suffix in (".pcap", ".pcapng", ".cap"))
-    if CORPUS.is_dir()
-    else []
-)
+CAPTURES = sorted(p for p in CORPUS.glob("*/*") if p.suffix in (".pcap", ".pcapng", ".cap")) if CORPUS.is_dir() else []
 
 
 @pytest.mark.skipif(not CAPTURES, reason=f"corpus not found at {CORPUS} (set PODWALL_CORPUS)")

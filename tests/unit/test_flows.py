@@ -74,9 +74,7 @@ def udp(ts: float, src: bytes, sport: int, dst: bytes, dport: int, payload: byte
 
 
 def icmp(ts: float, src: bytes, dst: bytes, icmp_type: int, proto: int = PROTO_ICMP) -> Packet:
-    return Packet(
-        ts=ts, src=src, dst=dst, proto=proto, ip_len=84, payload=b"p" * 56, icmp_type=icmp_type, icmp_code=0
-    )
+    return Packet(ts=ts, src=src, dst=dst, proto=proto, ip_len=84, payload=b"p" * 56, icmp_type=icmp_type, icmp_code=0)
 
 
 def handshake(ts: float = 0.0, cport: int = 40000, sport: int = 80) -> list[Packet]:
@@ -163,9 +161,7 @@ def run(table: FlowTable, packets: list[Packet]) -> list[Flow]:
     return ended
 
 
-def all_flows(
-    packets: list[Packet], limits: Limits | None = None, dpi_factory: Recorder | None = None
-) -> list[Flow]:
+def all_flows(packets: list[Packet], limits: Limits | None = None, dpi_factory: Recorder | None = None) -> list[Flow]:
     table = FlowTable(limits or Limits(), dpi_factory=dpi_factory)
     ended = run(table, packets)
     return ended + table.flush()
@@ -498,9 +494,7 @@ def test_dpi_stops_being_fed_once_done() -> None:
     table = FlowTable(dpi_factory=rec)
     pkts = handshake(sport=6379)
     for i in range(5):
-        pkts.append(
-            tcp(0.1 + i, A, 40000, B, 6379, TCP_ACK, seq=CISN + 1 + 4 * i, ack=SISN + 1, payload=b"PING")
-        )
+        pkts.append(tcp(0.1 + i, A, 40000, B, 6379, TCP_ACK, seq=CISN + 1 + 4 * i, ack=SISN + 1, payload=b"PING"))
     # After the decision a conflicting retransmission goes unnoticed: reassembly is skipped.
     pkts.append(tcp(9.0, A, 40000, B, 6379, TCP_ACK, seq=CISN + 1, ack=SISN + 1, payload=b"XXXX"))
     run(table, pkts)

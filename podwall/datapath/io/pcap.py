@@ -190,9 +190,7 @@ class CaptureReader:
             raw = read(head_len)
             if len(raw) < head_len:
                 if raw:
-                    self._problem(
-                        start, number + 1, f"truncated record header ({len(raw)} of {head_len} bytes)"
-                    )
+                    self._problem(start, number + 1, f"truncated record header ({len(raw)} of {head_len} bytes)")
                 return
             number += 1
             sec, frac, caplen, orig_len = head.unpack_from(raw)
@@ -205,9 +203,7 @@ class CaptureReader:
                 return
             data = read(caplen)
             if len(data) < caplen:
-                self._problem(
-                    start, number, f"truncated record: header says {caplen} bytes, only {len(data)} left"
-                )
+                self._problem(start, number, f"truncated record: header says {caplen} bytes, only {len(data)} left")
                 return
             yield Frame(number, sec + frac / divisor, linktype, data, orig_len)
 
@@ -280,8 +276,7 @@ class CaptureReader:
                 self._problem(
                     start,
                     number + 1,
-                    f"block length {total} exceeds the {MAX_BLOCK_LEN}-byte sanity bound "
-                    f"(block type {btype})",
+                    f"block length {total} exceeds the {MAX_BLOCK_LEN}-byte sanity bound (block type {btype})",
                 )
                 return
             body = read(total - 8)
@@ -332,14 +327,10 @@ class CaptureReader:
         else:
             iface_id, _drops, hi, lo, caplen, orig_len = struct.unpack_from(order + "HHIIII", body)
         if caplen > MAX_CAPLEN:
-            self._problem(
-                start, number, f"captured length {caplen} exceeds the {MAX_CAPLEN}-byte sanity bound"
-            )
+            self._problem(start, number, f"captured length {caplen} exceeds the {MAX_CAPLEN}-byte sanity bound")
             return None
         if 20 + caplen > body_len:
-            self._problem(
-                start, number, f"captured length {caplen} does not fit in a {body_len + 12}-byte block"
-            )
+            self._problem(start, number, f"captured length {caplen} does not fit in a {body_len + 12}-byte block")
             return None
         if iface_id >= len(interfaces):
             self._problem(start, number, f"packet refers to interface {iface_id}, which was not described")
@@ -364,16 +355,12 @@ class CaptureReader:
         if iface.snaplen:
             caplen = min(caplen, iface.snaplen)
         if caplen > MAX_CAPLEN:
-            self._problem(
-                start, number, f"captured length {caplen} exceeds the {MAX_CAPLEN}-byte sanity bound"
-            )
+            self._problem(start, number, f"captured length {caplen} exceeds the {MAX_CAPLEN}-byte sanity bound")
             return None
         # A simple packet block has no timestamp; reuse the last one so that time never goes back.
         return Frame(number, self._last_ts, iface.linktype, body[4 : 4 + caplen], orig_len)
 
-    def _interface(
-        self, order: str, body: bytes, body_len: int, start: int, number: int
-    ) -> _Interface | None:
+    def _interface(self, order: str, body: bytes, body_len: int, start: int, number: int) -> _Interface | None:
         if body_len < 8:
             self._problem(start, number, f"interface description block too short ({body_len + 12} bytes)")
             return None

@@ -281,9 +281,7 @@ class HttpParser:
         if m is None:
             raise ProtocolError(f"HTTP request: invalid request line {lines[0][:80]!r}")
         if m.group(3) != b"1":
-            raise ProtocolError(
-                f"HTTP request: unsupported version HTTP/{m.group(3).decode()}.{m.group(4).decode()}"
-            )
+            raise ProtocolError(f"HTTP request: unsupported version HTTP/{m.group(3).decode()}.{m.group(4).decode()}")
         method = m.group(1).decode("ascii")
         target = m.group(2).decode("latin-1")
         headers = _parse_headers(lines[1:], "request")
@@ -299,9 +297,7 @@ class HttpParser:
         chunked = False
         if codings:
             if codings[-1] != "chunked" or codings.count("chunked") > 1:
-                raise ProtocolError(
-                    f"HTTP request: Transfer-Encoding {', '.join(codings)!r} does not end in chunked"
-                )
+                raise ProtocolError(f"HTTP request: Transfer-Encoding {', '.join(codings)!r} does not end in chunked")
             chunked = True
         self._start(
             side,
@@ -333,9 +329,7 @@ class HttpParser:
         if m is None:
             raise ProtocolError(f"HTTP response: invalid status line {lines[0][:80]!r}")
         if m.group(1) != b"1":
-            raise ProtocolError(
-                f"HTTP response: unsupported version HTTP/{m.group(1).decode()}.{m.group(2).decode()}"
-            )
+            raise ProtocolError(f"HTTP response: unsupported version HTTP/{m.group(1).decode()}.{m.group(2).decode()}")
         status = int(m.group(3))
         headers = _parse_headers(lines[1:], "response")
         length = _content_length(headers, "response")

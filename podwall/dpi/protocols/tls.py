@@ -157,9 +157,7 @@ def parse_client_hello(body: bytes) -> dict[str, Any]:
             elif ext_type == EXT_EC_POINT_FORMATS:
                 fields["ec_point_formats"] = list(ext.take(ext.u8("ec_point_formats length")))
             elif ext_type == EXT_SIGNATURE_ALGORITHMS:
-                fields["signature_algorithms"] = _u16_list(
-                    ext.vec16("signature_algorithms"), "signature_algorithms"
-                )
+                fields["signature_algorithms"] = _u16_list(ext.vec16("signature_algorithms"), "signature_algorithms")
     offered = [v for v in fields["supported_versions"] if not is_grease(v)]
     fields["version"] = version_name(max(offered) if offered else legacy)
     return fields
@@ -214,9 +212,7 @@ def parse_sslv2_client_hello(record: bytes) -> dict[str, Any]:
     sid_len = r.u16("session_id length")
     challenge_len = r.u16("challenge length")
     if spec_len == 0 or spec_len % 3:
-        raise ProtocolError(
-            f"SSLv2 ClientHello: cipher_specs length {spec_len} is not a positive multiple of 3"
-        )
+        raise ProtocolError(f"SSLv2 ClientHello: cipher_specs length {spec_len} is not a positive multiple of 3")
     if sid_len not in (0, 16) or not 16 <= challenge_len <= 32:
         raise ProtocolError("SSLv2 ClientHello: bad session_id or challenge length")
     specs = r.take(spec_len, "cipher_specs")
@@ -326,9 +322,7 @@ class TlsParser:
             if not CT_CHANGE_CIPHER_SPEC <= content_type <= CT_HEARTBEAT:
                 raise ProtocolError(f"TLS record: unknown content type {content_type} at offset {pos}")
             if version >> 8 != 3 or length > MAX_RECORD:
-                raise ProtocolError(
-                    f"TLS record: bad version 0x{version:04x} or length {length} at offset {pos}"
-                )
+                raise ProtocolError(f"TLS record: bad version 0x{version:04x} or length {length} at offset {pos}")
             if len(buf) - pos < 5 + length:
                 return
             fragment = bytes(buf[pos + 5 : pos + 5 + length])
@@ -345,9 +339,7 @@ class TlsParser:
             self._handshake(direction, side, out)
             return
         if side.handshake:
-            raise ProtocolError(
-                f"TLS record: content type {content_type} inside a fragmented handshake message"
-            )
+            raise ProtocolError(f"TLS record: content type {content_type} inside a fragmented handshake message")
         if content_type == CT_ALERT:
             r = Reader(fragment, what="TLS alert")
             level = r.u8("alert level")

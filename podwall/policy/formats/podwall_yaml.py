@@ -43,9 +43,7 @@ MAX_DEPTH = 64
 _YAML_STR = "tag:yaml.org,2002:str"
 _YAML_VALUE = "tag:yaml.org,2002:value"  # a plain `=`, which YAML 1.1 reserves; we read it as text
 _YAML_MERGE = "tag:yaml.org,2002:merge"
-_SCALAR_TAGS = frozenset(
-    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "timestamp")
-)
+_SCALAR_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "timestamp"))
 # A plain `!=` or `!regex` parses as a YAML tag with an empty value; the intent is obvious.
 _OPERATOR_TAGS = frozenset({"!=", "!regex"})
 
@@ -204,9 +202,7 @@ def _compose(text: str, loc: Location, problems: list[Problem]) -> list[_Documen
                 try:
                     doc.value = _Converter(doc, problems, doc_loc).convert(node, "")
                 except _TooLarge:
-                    problems.append(
-                        Problem(doc_loc, "document is too large or nests or expands aliases too much")
-                    )
+                    problems.append(Problem(doc_loc, "document is too large or nests or expands aliases too much"))
             docs.append(doc)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -214,9 +210,7 @@ def _compose(text: str, loc: Location, problems: list[Problem]) -> list[_Documen
         what = " ".join(p for p in (exc.context, exc.problem) if p) or "malformed YAML"
         if mark is not None and _unquoted_operator(text, mark.line):
             what += "; quote operators that start with '!', such as '!=' and '!regex'"
-        problems.append(
-            Problem(Location(file=loc.file, document=len(docs)), f"YAML syntax error: {what}{where}")
-        )
+        problems.append(Problem(Location(file=loc.file, document=len(docs)), f"YAML syntax error: {what}{where}"))
     except yaml.YAMLError as exc:
         problems.append(Problem(Location(file=loc.file, document=len(docs)), f"YAML error: {exc}"))
     finally:
@@ -539,12 +533,8 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
     return dumper.represent_scalar(_YAML_STR, value, style=style)
 
 
-_Dumper.add_representer(
-    _Flow, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", list(v), flow_style=True)
-)
-_Dumper.add_representer(
-    _FlowMap, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", dict(v), flow_style=True)
-)
+_Dumper.add_representer(_Flow, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", list(v), flow_style=True))
+_Dumper.add_representer(_FlowMap, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", dict(v), flow_style=True))
 _Dumper.add_representer(str, _represent_str)
 
 
@@ -591,6 +581,4 @@ def dump_policy(policy: Policy) -> str:
             "rules": [_rule(r) for r in sorted(policy.spec.rules, key=lambda r: r.id)],
         },
     }
-    return yaml.dump(
-        doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=200, default_flow_style=False
-    )
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=200, default_flow_style=False)

@@ -53,9 +53,7 @@ def _tcp(msg: bytes) -> bytes:
             Detection.NO,
             id="control-byte-label",
         ),
-        pytest.param(
-            UDP, hm.dns_header(1, 0x0100, qd=5) + hm.dns_question("a") * 5, Detection.NO, id="five-questions"
-        ),
+        pytest.param(UDP, hm.dns_header(1, 0x0100, qd=5) + hm.dns_question("a") * 5, Detection.NO, id="five-questions"),
         pytest.param(UDP, hm.dns_header(1, 0x0100, qd=0), Detection.NO, id="no-question"),
         pytest.param(UDP, b"\x17\x00\x03\x2a" + bytes(44), Detection.NO, id="ntp-like"),
         pytest.param(UDP, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Detection.NO, id="http-text"),
@@ -76,9 +74,7 @@ def test_random_datagrams_are_not_dns() -> None:
     """Thousands of random datagrams of DNS-like sizes are never taken for DNS."""
     rng = random.Random(1035)
     detector = DnsDetector()
-    hits = sum(
-        detector.detect(C2S, rng.randbytes(rng.randint(12, 200)), UDP) is Detection.MATCH for _ in range(5000)
-    )
+    hits = sum(detector.detect(C2S, rng.randbytes(rng.randint(12, 200)), UDP) is Detection.MATCH for _ in range(5000))
     assert hits == 0
 
 
@@ -165,17 +161,13 @@ def test_name_presentation(wire: bytes, text: str) -> None:
             "longer than 255",
             id="name-too-long",
         ),
-        pytest.param(
-            hm.dns_header(1, 0x0100) + b"\x41a\x00\x00\x01\x00\x01", "label type", id="extended-label"
-        ),
+        pytest.param(hm.dns_header(1, 0x0100) + b"\x41a\x00\x00\x01\x00\x01", "label type", id="extended-label"),
         pytest.param(
             hm.dns_header(1, 0x0100) + b"\xc0\xff\x00\x01\x00\x01",
             "beyond the message",
             id="pointer-out-of-range",
         ),
-        pytest.param(
-            hm.dns_header(1, 0x0100) + b"\x3fab\x00\x00\x01\x00\x01", "truncated", id="label-truncated"
-        ),
+        pytest.param(hm.dns_header(1, 0x0100) + b"\x3fab\x00\x00\x01\x00\x01", "truncated", id="label-truncated"),
         pytest.param(
             hm.dns_header(1, 0x8180, 1, 1) + hm.dns_question("a") + hm.dns_rr(b"\xc0\x0c", 1, b"\x01\x02"),
             "rdata of 2 bytes",

@@ -75,20 +75,14 @@ def test_detect_response(data: bytes, expected: Detection) -> None:
     assert HttpDetector().detect(S2C, data, CTX) is expected
 
 
-@pytest.mark.parametrize(
-    ("chunks", "expected"), [pytest.param(c, e, id=name) for name, c, e in hm.HTTP_TRANSCRIPTS]
-)
+@pytest.mark.parametrize(("chunks", "expected"), [pytest.param(c, e, id=name) for name, c, e in hm.HTTP_TRANSCRIPTS])
 @pytest.mark.parametrize("mode", FEED_MODES)
-def test_transcripts(
-    chunks: Chunks, expected: list[tuple[str, Direction, dict[str, object]]], mode: str
-) -> None:
+def test_transcripts(chunks: Chunks, expected: list[tuple[str, Direction, dict[str, object]]], mode: str) -> None:
     """Hand-built RFC 9112 exchanges give the same events whole, byte by byte and merged."""
     _matches(feed_all(HttpParser(), split_chunks(chunks, mode)), expected)
 
 
-@pytest.mark.parametrize(
-    ("chunks", "expected"), [pytest.param(c, e, id=n) for n, c, e in hm.HTTP_TRANSCRIPTS]
-)
+@pytest.mark.parametrize(("chunks", "expected"), [pytest.param(c, e, id=n) for n, c, e in hm.HTTP_TRANSCRIPTS])
 def test_trailing_data_changes_nothing(
     chunks: Chunks, expected: list[tuple[str, Direction, dict[str, object]]]
 ) -> None:
@@ -161,15 +155,9 @@ def test_large_body_is_captured_up_to_the_cap() -> None:
             "does not end in chunked",
             id="request-coding-not-chunked",
         ),
-        pytest.param(
-            [(C2S, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")], "conflicting Host", id="two-hosts"
-        ),
-        pytest.param(
-            [(C2S, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n")], "invalid header line", id="space-before-colon"
-        ),
-        pytest.param(
-            [(C2S, b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")], "invalid header line", id="no-colon"
-        ),
+        pytest.param([(C2S, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")], "conflicting Host", id="two-hosts"),
+        pytest.param([(C2S, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n")], "invalid header line", id="space-before-colon"),
+        pytest.param([(C2S, b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")], "invalid header line", id="no-colon"),
         pytest.param([(C2S, b"GET / HTTP/1.1\r\n folded-first\r\n\r\n")], "continuation", id="fold-first"),
         pytest.param([(C2S, b"GET / HTTP/2.0\r\n\r\n")], "unsupported version", id="request-version"),
         pytest.param([(C2S, b"GET /a b HTTP/1.1\r\n\r\n")], "invalid request line", id="space-in-target"),
@@ -183,9 +171,7 @@ def test_large_body_is_captured_up_to_the_cap() -> None:
             "not followed by CRLF",
             id="chunk-without-crlf",
         ),
-        pytest.param(
-            [(C2S, hm.HTTP_GET), (S2C, b"HTTP/1.1 OK\r\n\r\n")], "invalid status line", id="no-status"
-        ),
+        pytest.param([(C2S, hm.HTTP_GET), (S2C, b"HTTP/1.1 OK\r\n\r\n")], "invalid status line", id="no-status"),
         pytest.param([(C2S, b"GET / HTTP/1.1\r\nX: " + b"a" * 70000)], "exceeds", id="header-block-too-big"),
         pytest.param(
             [(C2S, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 5000)],
@@ -226,9 +212,7 @@ def test_host_without_port(value: str, host: str | None) -> None:
     assert host_without_port(value) == host
 
 
-@pytest.mark.parametrize(
-    "name", ["http_google", "http_lines_split", "http_sql_injection", "http_manipulated"]
-)
+@pytest.mark.parametrize("name", ["http_google", "http_lines_split", "http_sql_injection", "http_manipulated"])
 @pytest.mark.parametrize("mode", FEED_MODES)
 def test_corpus_flows(name: str, mode: str) -> None:
     """Captured flows parse to the same events however split, and name the host nfstream names."""

@@ -37,9 +37,7 @@ SMALL = Limits(parser_buffer=512, dpi_buffer=1024, dpi_max_packets=8)
 TCP_CTX = DetectContext(PROTO_TCP, 40000, 80)
 UDP_CTX = DetectContext(PROTO_UDP, 40000, 53)
 
-PROPS = settings(
-    max_examples=150, deadline=timedelta(milliseconds=1500), suppress_health_check=[HealthCheck.too_slow]
-)
+PROPS = settings(max_examples=150, deadline=timedelta(milliseconds=1500), suppress_health_check=[HealthCheck.too_slow])
 
 PARSERS: dict[str, Callable[[Limits], Parser]] = {
     "http": lambda limits: HttpParser(limits),
@@ -280,9 +278,7 @@ def _check_invariants(session: DpiSession) -> None:
 
 @PROPS
 @given(ctx=contexts, steps=actions, limits=st.sampled_from([SMALL, Limits()]))
-def test_session_never_raises(
-    ctx: DetectContext, steps: list[tuple[str, Direction, bytes]], limits: Limits
-) -> None:
+def test_session_never_raises(ctx: DetectContext, steps: list[tuple[str, Direction, bytes]], limits: Limits) -> None:
     """Whatever arrives (bytes, gaps, in any order), the session never raises and keeps its invariants."""
     session = DpiSession(ctx, limits)
     feed = session.on_stream if ctx.proto == PROTO_TCP else session.on_datagram

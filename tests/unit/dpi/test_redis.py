@@ -23,9 +23,7 @@ ON_11211 = DetectContext(PROTO_TCP, 40000, 11211)
     ("ctx", "direction", "data", "expected"),
     [
         pytest.param(ON_8080, C2S, hm.resp_command(b"PING"), Detection.MATCH, id="array-ping"),
-        pytest.param(
-            ON_8080, C2S, hm.resp_command(b"set", b"k", b"v"), Detection.MATCH, id="array-lower-case"
-        ),
+        pytest.param(ON_8080, C2S, hm.resp_command(b"set", b"k", b"v"), Detection.MATCH, id="array-lower-case"),
         pytest.param(ON_8080, C2S, b"*3\r\n$3\r\nSE", Detection.NEED_MORE, id="array-name-prefix"),
         pytest.param(ON_8080, C2S, b"*", Detection.NEED_MORE, id="star"),
         pytest.param(ON_8080, C2S, b"*2\r", Detection.NEED_MORE, id="count"),
@@ -87,9 +85,7 @@ COMMANDS: Chunks = [
 def test_commands(mode: str) -> None:
     """Array and inline commands give name (upper-case), key and argument count, however split."""
     events = feed_all(RedisParser(), split_chunks(COMMANDS, mode))
-    assert [
-        (e.kind, e.fields["command"], e.fields["key"], e.fields["argc"], e.fields["inline"]) for e in events
-    ] == [
+    assert [(e.kind, e.fields["command"], e.fields["key"], e.fields["argc"], e.fields["inline"]) for e in events] == [
         ("command", "HELLO", None, 2, False),
         ("command", "SET", "session:42", 3, False),
         ("command", "PING", None, 1, True),
@@ -97,9 +93,7 @@ def test_commands(mode: str) -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("data", "kind", "value"), [pytest.param(d, k, v, id=i) for i, d, k, v in hm.RESP3_REPLIES]
-)
+@pytest.mark.parametrize(("data", "kind", "value"), [pytest.param(d, k, v, id=i) for i, d, k, v in hm.RESP3_REPLIES])
 @pytest.mark.parametrize("mode", FEED_MODES)
 def test_replies(data: bytes, kind: str, value: object, mode: str) -> None:
     """Every RESP3 type yields one reply event with its type and value (aggregates: their element count)."""

@@ -119,9 +119,7 @@ def test_registry_order_and_names() -> None:
         pytest.param(udp(9999), [(C2S, hm.HTTP_GET)], UNKNOWN, id="http-text-over-udp"),
     ],
 )
-def test_detection_by_payload_not_port(
-    ctx: DetectContext, chunks: list[tuple[Direction, bytes]], app: str
-) -> None:
+def test_detection_by_payload_not_port(ctx: DetectContext, chunks: list[tuple[Direction, bytes]], app: str) -> None:
     """The application comes from the first payload, whatever the port says."""
     session = DpiSession(ctx)
     for direction, data in chunks:
@@ -376,9 +374,7 @@ def test_parser_bug_is_contained() -> None:
 
 def test_protocol_error_from_fake_parser() -> None:
     """A ProtocolError's message becomes `error` as is."""
-    session = DpiSession(
-        tcp(1), detectors=[FakeDetector(parser=RecordingParser(fail_with=ProtocolError("bad x")))]
-    )
+    session = DpiSession(tcp(1), detectors=[FakeDetector(parser=RecordingParser(fail_with=ProtocolError("bad x")))])
     session.on_stream(C2S, b"MATCH")
     assert session.error == "bad x"
 

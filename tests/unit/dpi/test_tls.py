@@ -87,9 +87,7 @@ def test_trailing_data_after_hellos_is_ignored() -> None:
 
 def test_tls12_hello_without_extensions() -> None:
     """A ClientHello without extensions (allowed before TLS 1.3) reports its legacy version and no SNI."""
-    events = feed_all(
-        TlsParser(), [(C2S, hm.tls_records(hm.client_hello(with_extensions=False, legacy=0x0301)))]
-    )
+    events = feed_all(TlsParser(), [(C2S, hm.tls_records(hm.client_hello(with_extensions=False, legacy=0x0301)))])
     assert (events[0].fields["version"], events[0].fields["sni"], events[0].fields["extensions"]) == (
         "TLSv1.0",
         None,
@@ -136,22 +134,12 @@ def test_server_alert_finishes() -> None:
             "duplicate extension",
             id="duplicate-sni",
         ),
-        pytest.param(
-            [(C2S, hm.tls_records(hm.client_hello(sni=b"bad host")))], "printable ASCII", id="space-in-sni"
-        ),
-        pytest.param(
-            [(C2S, hm.tls_records(hm.client_hello(sni=b"\xff\xfe")))], "printable ASCII", id="binary-sni"
-        ),
-        pytest.param(
-            [(C2S, hm.tls_records(hm.client_hello(ciphers=())))], "no cipher suites", id="no-ciphers"
-        ),
-        pytest.param(
-            [(C2S, hm.tls_records(hm.client_hello(alpn=(b"",))))], "empty protocol", id="empty-alpn"
-        ),
+        pytest.param([(C2S, hm.tls_records(hm.client_hello(sni=b"bad host")))], "printable ASCII", id="space-in-sni"),
+        pytest.param([(C2S, hm.tls_records(hm.client_hello(sni=b"\xff\xfe")))], "printable ASCII", id="binary-sni"),
+        pytest.param([(C2S, hm.tls_records(hm.client_hello(ciphers=())))], "no cipher suites", id="no-ciphers"),
+        pytest.param([(C2S, hm.tls_records(hm.client_hello(alpn=(b"",))))], "empty protocol", id="empty-alpn"),
         pytest.param([(C2S, hm.tls_records(hm.client_hello(legacy=0x0200)))], "not 3.x", id="legacy-version"),
-        pytest.param(
-            [(C2S, hm.tls_records(b"\x01\x00\x00\x05" + b"\x03\x03abc"))], "truncated", id="truncated-body"
-        ),
+        pytest.param([(C2S, hm.tls_records(b"\x01\x00\x00\x05" + b"\x03\x03abc"))], "truncated", id="truncated-body"),
         pytest.param(
             [(C2S, hm.tls_records(b"\x02" + hm.client_hello()[1:]))],
             "expected ClientHello",

@@ -28,14 +28,10 @@ def by_ref(inv: Inventory) -> dict[str, Workload]:
     return {w.ref: w for w in inv.workloads}
 
 
-def pod(
-    name: str, *, ns: str = "default", owner: tuple[str, str] | None = None, **extra: Any
-) -> dict[str, Any]:
+def pod(name: str, *, ns: str = "default", owner: tuple[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": ns, "labels": extra.pop("labels", {"app": name})}
     if owner:
-        meta["ownerReferences"] = [
-            {"apiVersion": "v1", "kind": owner[0], "name": owner[1], "controller": True}
-        ]
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": owner[0], "name": owner[1], "controller": True}]
     obj: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"containers": []}}
     if "ip" in extra:
         obj["status"] = {"podIP": extra.pop("ip")}
@@ -43,9 +39,7 @@ def pod(
     return obj
 
 
-def controller(
-    kind: str, name: str, *, ns: str = "default", owner: tuple[str, str] | None = None
-) -> dict[str, Any]:
+def controller(kind: str, name: str, *, ns: str = "default", owner: tuple[str, str] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": ns}
     if owner:
         meta["ownerReferences"] = [{"kind": owner[0], "name": owner[1], "controller": True}]
@@ -91,9 +85,7 @@ def test_volatile_labels_are_dropped_and_job_name_kept() -> None:
     assert dict(refs["shop/web[Deployment]"].labels) == {"app": "web", "tier": "front"}
     assert dict(refs["shop/db[StatefulSet]"].labels) == {"app": "db"}
     assert dict(refs["shop/agent[DaemonSet]"].labels) == {"app": "agent"}
-    single = from_objects(
-        pod("job-1-abcde", owner=("Job", "job-1"), labels={"app": "j", "job-name": "job-1"})
-    )
+    single = from_objects(pod("job-1-abcde", owner=("Job", "job-1"), labels={"app": "j", "job-name": "job-1"}))
     assert dict(single.inventory.workloads[0].labels) == {"app": "j", "job-name": "job-1"}
 
 
@@ -283,9 +275,7 @@ OWNER_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("objects", "ref", "service"), [c[1:] for c in OWNER_CASES], ids=[c[0] for c in OWNER_CASES]
-)
+@pytest.mark.parametrize(("objects", "ref", "service"), [c[1:] for c in OWNER_CASES], ids=[c[0] for c in OWNER_CASES])
 def test_owner_chains(objects: list[dict[str, Any]], ref: str, service: str) -> None:
     """The pod lands in the workload its owner chain (as present in the input) leads to, with its service."""
     inv = from_objects(*objects).inventory
@@ -306,9 +296,7 @@ def test_kubectl_pod_list_in_yaml_with_untyped_items() -> None:
             }
         )
         + "---\n"
-        + yaml.safe_dump(
-            {"kind": "NamespaceList", "items": [{"metadata": {"name": "x", "labels": {"tier": "gold"}}}]}
-        )
+        + yaml.safe_dump({"kind": "NamespaceList", "items": [{"metadata": {"name": "x", "labels": {"tier": "gold"}}}]})
     )
     inv = parse_kube_text(text, "dump.yaml").inventory
     assert [(w.ref, w.pods[0].ips) for w in inv.workloads] == [("x/a[Pod]", (ip_address("10.1.0.1"),))]
@@ -320,10 +308,7 @@ def test_kubectl_list_in_json_single_object_and_empty_documents() -> None:
     listing = json.dumps({"kind": "List", "items": [pod("a", ip="10.1.0.1"), pod("b", ip="10.1.0.2")]})
     assert len(parse_kube_text(listing, "pods.json").inventory.workloads) == 2
     assert len(parse_kube_text(json.dumps(pod("c")), "pod.json").inventory.workloads) == 1
-    assert (
-        len(parse_kube_text("---\n---\n" + yaml.safe_dump(pod("d")) + "---\n", "m.yaml").inventory.workloads)
-        == 1
-    )
+    assert len(parse_kube_text("---\n---\n" + yaml.safe_dump(pod("d")) + "---\n", "m.yaml").inventory.workloads) == 1
 
 
 def test_identical_objects_merge_and_different_ones_conflict() -> None:
@@ -331,10 +316,7 @@ def test_identical_objects_merge_and_different_ones_conflict() -> None:
     assert len(from_objects(pod("a", ip="10.1.0.1"), pod("a", ip="10.1.0.1")).inventory.workloads) == 1
     with pytest.raises(InputError) as info:
         from_objects(pod("a", ip="10.1.0.1"), pod("a", ip="10.1.0.2"))
-    assert (
-        info.value.problems[0].location.obj == "Pod default/a"
-        and info.value.problems[0].location.document == 1
-    )
+    assert info.value.problems[0].location.obj == "Pod default/a" and info.value.problems[0].location.document == 1
 
 
 def test_pod_ip_claimed_twice_is_located() -> None:
@@ -412,9 +394,7 @@ MALFORMED_CASES = [
 @pytest.mark.parametrize(
     ("obj", "where", "path", "message"), [c[1:] for c in MALFORMED_CASES], ids=[c[0] for c in MALFORMED_CASES]
 )
-def test_malformed_objects_are_located(
-    obj: dict[str, Any], where: str | None, path: str, message: str
-) -> None:
+def test_malformed_objects_are_located(obj: dict[str, Any], where: str | None, path: str, message: str) -> None:
     """A malformed object raises InputError naming file, document, `Kind ns/name` and the field path."""
     text = yaml.safe_dump(pod("fine")) + "---\n" + yaml.safe_dump(obj)
     with pytest.raises(InputError) as info:
@@ -435,9 +415,7 @@ def test_faults_inside_a_list_carry_the_item_path() -> None:
 
 def test_every_malformed_object_is_reported_at_once() -> None:
     """Faults in several objects and documents come back together, and no inventory is returned."""
-    text = "\n---\n".join(
-        yaml.safe_dump(o) for o in (pod("a", ip="x"), pod("b", labels={"k": 1}), {"kind": "Pod"})
-    )
+    text = "\n---\n".join(yaml.safe_dump(o) for o in (pod("a", ip="x"), pod("b", labels={"k": 1}), {"kind": "Pod"}))
     with pytest.raises(InputError) as info:
         parse_kube_text(text, "m.yaml")
     assert [p.location.document for p in info.value.problems] == [0, 1, 2]

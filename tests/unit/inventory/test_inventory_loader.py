@@ -146,9 +146,7 @@ def test_explicit_file_of_any_extension_is_read(tmp_path: Path) -> None:
 
 def test_other_podwall_documents_are_skipped_with_a_warning(tmp_path: Path) -> None:
     """A podwall document of another kind (say a policy) next to the inventory is left to its own loader."""
-    path = write(
-        tmp_path / "mixed.yaml", HEADER + "cluster: c\n---\napiVersion: podwall.io/v1\nkind: Policy\n"
-    )
+    path = write(tmp_path / "mixed.yaml", HEADER + "cluster: c\n---\napiVersion: podwall.io/v1\nkind: Policy\n")
     result = load_inventory_with_warnings([path])
     assert result.inventory.cluster == "c"
     assert [w.location.document for w in result.warnings] == [1]

@@ -58,9 +58,7 @@ def test_volatile_labels_are_dropped_and_namespace_name_label_added() -> None:
     inv = parse_podwall_inventory(load_fixture(), "inv.yaml")
     assert dict(inv.workloads[0].labels) == {"app": "redis"}
     assert inv.namespace_labels("demo") == {"team": "web", NAMESPACE_NAME_LABEL: "demo"}
-    assert inv.namespace_labels("kube-system") == {
-        NAMESPACE_NAME_LABEL: "kube-system"
-    }  # implied by a workload
+    assert inv.namespace_labels("kube-system") == {NAMESPACE_NAME_LABEL: "kube-system"}  # implied by a workload
 
 
 def test_minimal_inventory_uses_defaults() -> None:
@@ -213,9 +211,7 @@ def test_each_fault_is_located(extra: str | None, obj: str | None, path: str | N
     with pytest.raises(InputError) as info:
         parse_podwall_inventory(text, "inv.yaml")
     found = [
-        p
-        for p in info.value.problems
-        if p.location.obj == obj and p.location.path == path and message in p.message
+        p for p in info.value.problems if p.location.obj == obj and p.location.path == path and message in p.message
     ]
     assert found, [str(p) for p in info.value.problems]
     assert found[0].location.file == "inv.yaml" and found[0].location.document == 0
@@ -245,9 +241,7 @@ def test_every_fault_is_reported_at_once() -> None:
     fixed = fixed.replace("{port: 0}", "{port: 80}")
     with pytest.raises(InputError) as info:
         parse_podwall_inventory(fixed, "inv.yaml")
-    assert [(p.location.obj, p.location.path) for p in info.value.problems] == [
-        ("workload demo/web", "pods[0].ips[0]")
-    ]
+    assert [(p.location.obj, p.location.path) for p in info.value.problems] == [("workload demo/web", "pods[0].ips[0]")]
 
 
 def test_later_document_is_located_by_index() -> None:
@@ -273,9 +267,7 @@ def test_identical_entries_merge_but_different_ones_conflict() -> None:
     second = first.replace("10.0.0.1", "10.0.0.2")
     with pytest.raises(InputError) as info:
         parse_podwall_inventory(first + "---\n" + second, "inv.yaml")
-    assert any(
-        "node n is defined differently" in p.message and p.location.document == 1 for p in info.value.problems
-    )
+    assert any("node n is defined differently" in p.message and p.location.document == 1 for p in info.value.problems)
 
 
 def test_conflicting_cluster_names_are_an_error() -> None:

@@ -191,9 +191,7 @@ def test_cache_stays_bounded(inventory: Inventory) -> None:
     assert len(resolver._cache) <= 4 and len(resolver._templates) <= 4
 
 
-@pytest.mark.parametrize(
-    "bad", ["10.0.0", "not-an-ip", b"\x01\x02\x03"], ids=["short-text", "word", "3-bytes"]
-)
+@pytest.mark.parametrize("bad", ["10.0.0", "not-an-ip", b"\x01\x02\x03"], ids=["short-text", "word", "3-bytes"])
 def test_invalid_address_raises_value_error(bad: str | bytes) -> None:
     """Something that is not an address is a ValueError, not a wrong answer."""
     with pytest.raises(ValueError):

@@ -37,9 +37,7 @@ A, B, C = wl("a", ip="10.1.0.1"), wl("b", ip="10.1.0.2"), wl("c", ip="10.1.0.3")
 DNS = wl("kube-dns", "kube-system", ip="10.96.0.10")
 
 
-def o(
-    client: Endpoint, server: Endpoint, port: int, app: str | None = None, proto: int = PROTO_TCP
-) -> Observation:
+def o(client: Endpoint, server: Endpoint, port: int, app: str | None = None, proto: int = PROTO_TCP) -> Observation:
     return Observation(client=client, server=server, proto=proto, server_port=port, app=app)
 
 
@@ -177,9 +175,7 @@ RULE_CASES: list[tuple[str, list[Observation], list[tuple[Any, ...]]]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("observations", "expected"), [c[1:] for c in RULE_CASES], ids=[c[0] for c in RULE_CASES]
-)
+@pytest.mark.parametrize(("observations", "expected"), [c[1:] for c in RULE_CASES], ids=[c[0] for c in RULE_CASES])
 def test_learned_rules(observations: list[Observation], expected: list[tuple[Any, ...]]) -> None:
     """Observed connections become app, port, collapsed or no rules, as NeuVector learns them."""
     policy = learn(observations, dns_service_groups={"nv.kube-dns.kube-system"})
@@ -199,9 +195,7 @@ def test_rule_names() -> None:
 
 def test_learned_groups() -> None:
     """Each workload seen gets an nv.<service>.<namespace> group with the mode; reserved ones are built in."""
-    policy = learn(
-        [o(EXT, A, 443, "tls"), o(A, DNS, 53, None, PROTO_UDP), o(UNMANAGED, B, 80)], mode="protect"
-    )
+    policy = learn([o(EXT, A, 443, "tls"), o(A, DNS, 53, None, PROTO_UDP), o(UNMANAGED, B, 80)], mode="protect")
     groups = {g.name: g for g in policy.spec.groups}
     assert list(groups) == ["10.9.0.5", "nv.a.demo", "nv.b.demo", "nv.kube-dns.kube-system"]
     assert [(c.key, c.op, c.value) for c in groups["nv.kube-dns.kube-system"].criteria] == [

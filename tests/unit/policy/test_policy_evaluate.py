@@ -134,9 +134,7 @@ RESERVED_CASES: list[tuple[str, Endpoint, set[str]]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("endpoint", "reserved"), [c[1:] for c in RESERVED_CASES], ids=[c[0] for c in RESERVED_CASES]
-)
+@pytest.mark.parametrize(("endpoint", "reserved"), [c[1:] for c in RESERVED_CASES], ids=[c[0] for c in RESERVED_CASES])
 def test_reserved_groups(endpoint: Endpoint, reserved: set[str]) -> None:
     """external, nodes and containers are built in and follow the endpoint's kind and workload."""
     engine = PolicyEngine(make_policy([]))
@@ -200,14 +198,10 @@ APP_CASES: list[tuple[str, tuple[str, ...], str | None, bool]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("apps", "app", "allowed"), [c[1:] for c in APP_CASES], ids=[c[0] for c in APP_CASES]
-)
+@pytest.mark.parametrize(("apps", "app", "allowed"), [c[1:] for c in APP_CASES], ids=[c[0] for c in APP_CASES])
 def test_application_matching(apps: tuple[str, ...], app: str | None, allowed: bool) -> None:
     """A rule naming applications needs an identified application among them; `any` takes all."""
-    engine = PolicyEngine(
-        make_policy([svc_grp("web")], [rule(1, "external", "nv.web.demo", ("tcp/80",), apps)])
-    )
+    engine = PolicyEngine(make_policy([svc_grp("web")], [rule(1, "external", "nv.web.demo", ("tcp/80",), apps)]))
     assert (engine.evaluate(obs(ext(), wl("web"), 80, app)).rule_id == 1) is allowed
 
 
@@ -271,9 +265,7 @@ ORDER_CASES: list[tuple[str, list[dict[str, Any]], int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("rules", "rule_id", "action"), [c[1:] for c in ORDER_CASES], ids=[c[0] for c in ORDER_CASES]
-)
+@pytest.mark.parametrize(("rules", "rule_id", "action"), [c[1:] for c in ORDER_CASES], ids=[c[0] for c in ORDER_CASES])
 def test_first_match_by_id(rules: list[dict[str, Any]], rule_id: int, action: str) -> None:
     """The matching rule with the lowest ID decides; disabled rules are skipped; no match is rule 0."""
     engine = PolicyEngine(make_policy([svc_grp("web")], rules, default_mode="protect"))
@@ -296,9 +288,7 @@ def test_candidate_index_only_holds_covering_rules() -> None:
 # Modes
 
 
-def _mode_engine(
-    client_mode: str | None, server_mode: str | None, decision: str, default: str
-) -> PolicyEngine:
+def _mode_engine(client_mode: str | None, server_mode: str | None, decision: str, default: str) -> PolicyEngine:
     groups = []
     if client_mode is not None:
         groups.append(svc_grp("client", mode=client_mode))
@@ -389,9 +379,7 @@ def test_most_restrictive_group_mode() -> None:
 
 def test_address_group_confers_no_mode() -> None:
     """Address groups have no mode, so the workload at the other end decides."""
-    engine = PolicyEngine(
-        make_policy([grp("lan", crit("address", "=", "10.9.0.0/16")), svc_grp("db", mode="protect")])
-    )
+    engine = PolicyEngine(make_policy([grp("lan", crit("address", "=", "10.9.0.0/16")), svc_grp("db", mode="protect")]))
     client = unmanaged("10.9.0.5")
     assert engine.member_groups(client) == ["lan"]
     assert engine.group_of_mode(client) is None

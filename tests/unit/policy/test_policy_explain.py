@@ -104,9 +104,7 @@ FAIL_CASES: list[tuple[str, dict[str, Any], str | None, list[str], str]] = [
 @pytest.mark.parametrize(
     ("the_rule", "app", "failed", "reason"), [c[1:] for c in FAIL_CASES], ids=[c[0] for c in FAIL_CASES]
 )
-def test_failing_criterion_named(
-    the_rule: dict[str, Any], app: str | None, failed: list[str], reason: str
-) -> None:
+def test_failing_criterion_named(the_rule: dict[str, Any], app: str | None, failed: list[str], reason: str) -> None:
     """A consulted rule that did not match is listed with the criterion it failed, in JSON and in words."""
     engine = PolicyEngine(make_policy(GROUPS, [the_rule]))
     verdict = engine.evaluate(obs(EXPLOIT, REDIS, 6379, app))
@@ -156,9 +154,7 @@ def test_discover_outcomes_in_words() -> None:
     explicit = PolicyEngine(make_policy(groups, [rule(1, "nv.a.demo", "nv.b.demo", action="deny")])).evaluate(
         obs(wl("a"), wl("b"), 80, "http")
     )
-    assert explicit.explanation.text.endswith(
-        "violation recorded, connection allowed (discover mode does not block)."
-    )
+    assert explicit.explanation.text.endswith("violation recorded, connection allowed (discover mode does not block).")
 
 
 def test_modes_in_words_when_one_side_has_none() -> None:

@@ -100,9 +100,7 @@ CRITERION_BAD: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("data", "message"), [c[1:] for c in CRITERION_BAD], ids=[c[0] for c in CRITERION_BAD]
-)
+@pytest.mark.parametrize(("data", "message"), [c[1:] for c in CRITERION_BAD], ids=[c[0] for c in CRITERION_BAD])
 def test_criterion_rejects(data: dict[str, Any], message: str) -> None:
     """Invalid criteria (operator, regex, address, key, value type, unknown field) are rejected."""
     with pytest.raises(ValidationError, match=message):
@@ -223,6 +221,4 @@ def test_validate_policy_after_copy() -> None:
     broken = policy.model_copy(update={"spec": PolicySpec(groups=[], rules=policy.spec.rules)})
     with pytest.raises(InputError) as info:
         validate_policy(broken)
-    assert [(p.location.obj, p.location.path) for p in info.value.problems] == [
-        ("rule 1", "spec.rules[0].to")
-    ]
+    assert [(p.location.obj, p.location.path) for p in info.value.problems] == [("rule 1", "spec.rules[0].to")]

@@ -193,8 +193,7 @@ ERROR_CASES: list[tuple[str, str, str | None, str, str]] = [
     ),
     (
         "duplicate-name",
-        "rules: [{id: 1, name: x, from: external, to: containers},"
-        " {id: 2, name: x, from: nodes, to: containers}]",
+        "rules: [{id: 1, name: x, from: external, to: containers}, {id: 2, name: x, from: nodes, to: containers}]",
         "rule 2",
         "spec.rules[1].name",
         "duplicate rule name 'x'",
@@ -322,9 +321,7 @@ FRAME_CASES: list[tuple[str, str, str | None, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("text", "path", "message"), [c[1:] for c in FRAME_CASES], ids=[c[0] for c in FRAME_CASES]
-)
+@pytest.mark.parametrize(("text", "path", "message"), [c[1:] for c in FRAME_CASES], ids=[c[0] for c in FRAME_CASES])
 def test_document_frame_errors(text: str, path: str | None, message: str) -> None:
     """Documents that are not policies (wrong shape, version or kind, nothing at all) are rejected."""
     problems = problems_of(text)
@@ -426,9 +423,7 @@ MULTI_BAD: list[tuple[str, str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("spec", "path", "message"), [c[1:] for c in MULTI_BAD], ids=[c[0] for c in MULTI_BAD]
-)
+@pytest.mark.parametrize(("spec", "path", "message"), [c[1:] for c in MULTI_BAD], ids=[c[0] for c in MULTI_BAD])
 def test_multi_document_conflicts(spec: str, path: str, message: str) -> None:
     """Definitions repeated in a later document are errors located in that document."""
     problems = problems_of(MULTI + "---\n" + doc(spec))
@@ -456,9 +451,7 @@ _ports = st.lists(
     max_size=3,
     unique=True,
 )
-_apps = st.one_of(
-    st.just(["any"]), st.lists(st.sampled_from(["http", "redis", "dns"]), min_size=1, unique=True)
-)
+_apps = st.one_of(st.just(["any"]), st.lists(st.sampled_from(["http", "redis", "dns"]), min_size=1, unique=True))
 _text = st.one_of(
     st.none(),
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=20),
@@ -499,9 +492,7 @@ def _policies(draw: st.DrawFn) -> Policy:
     ]
     modes: list[Mode] = ["discover", "monitor", "protect"]
     mode = draw(st.sampled_from(modes))
-    return Policy(
-        metadata=Metadata(name="gen"), spec=PolicySpec(defaultMode=mode, groups=groups, rules=rules)
-    )
+    return Policy(metadata=Metadata(name="gen"), spec=PolicySpec(defaultMode=mode, groups=groups, rules=rules))
 
 
 @settings(max_examples=60, deadline=None)

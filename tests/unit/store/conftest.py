@@ -92,9 +92,7 @@ def pg_server() -> Iterator[PgServer]:
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip(
-                "no 'postgres' OS user to run the server as (initdb refuses root): apt-get install postgresql"
-            )
+            pytest.skip("no 'postgres' OS user to run the server as (initdb refuses root): apt-get install postgresql")
         if runuser is None:
             pytest.skip("runuser not found: needed to run PostgreSQL as the postgres user")
         prefix = [runuser, "-u", "postgres", "--"]

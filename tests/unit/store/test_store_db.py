@@ -58,9 +58,7 @@ BAD_LOCATIONS: list[tuple[str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("given", "message"), [c[1:] for c in BAD_LOCATIONS], ids=[c[0] for c in BAD_LOCATIONS]
-)
+@pytest.mark.parametrize(("given", "message"), [c[1:] for c in BAD_LOCATIONS], ids=[c[0] for c in BAD_LOCATIONS])
 def test_bad_location(given: str, message: str) -> None:
     """A location that is no URL and no path is refused with a message that hides any password."""
     with pytest.raises(ValueError, match=message) as caught:
@@ -97,9 +95,7 @@ DEFAULT_CASES: list[tuple[str, dict[str, str | None], str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("env", "expected"), [c[1:] for c in DEFAULT_CASES], ids=[c[0] for c in DEFAULT_CASES]
-)
+@pytest.mark.parametrize(("env", "expected"), [c[1:] for c in DEFAULT_CASES], ids=[c[0] for c in DEFAULT_CASES])
 def test_default_db_url(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str | None], expected: str
 ) -> None:
@@ -220,9 +216,7 @@ def test_pending_migrations_run_in_order(tmp_path: Path, monkeypatch: pytest.Mon
 
     target = SCHEMA_VERSION + 2
     monkeypatch.setattr(db, "SCHEMA_VERSION", target)
-    monkeypatch.setattr(
-        db, "MIGRATIONS", {SCHEMA_VERSION + 1: migration(1), SCHEMA_VERSION + 2: migration(2)}
-    )
+    monkeypatch.setattr(db, "MIGRATIONS", {SCHEMA_VERSION + 1: migration(1), SCHEMA_VERSION + 2: migration(2)})
     engine = make_engine(str(path))
     try:
         assert ran == [1, 2]

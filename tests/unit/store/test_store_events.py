@@ -132,9 +132,7 @@ def filled(store: EventStore, make_event: MakeEvent) -> EventStore:
     return store
 
 
-@pytest.mark.parametrize(
-    ("filters", "expected"), [c[1:] for c in FILTER_CASES], ids=[c[0] for c in FILTER_CASES]
-)
+@pytest.mark.parametrize(("filters", "expected"), [c[1:] for c in FILTER_CASES], ids=[c[0] for c in FILTER_CASES])
 def test_query_filters(filled: EventStore, filters: dict[str, Any], expected: list[str]) -> None:
     """Each filter keeps exactly the matching events, in time order, and count agrees with query."""
     assert ids(filled.query(**filters)) == expected
@@ -152,9 +150,7 @@ ORDER_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("options", "expected"), [c[1:] for c in ORDER_CASES], ids=[c[0] for c in ORDER_CASES]
-)
+@pytest.mark.parametrize(("options", "expected"), [c[1:] for c in ORDER_CASES], ids=[c[0] for c in ORDER_CASES])
 def test_query_order_and_limit(filled: EventStore, options: dict[str, Any], expected: list[str]) -> None:
     """order sorts by time either way and limit keeps the first N of that order."""
     assert ids(filled.query(**options)) == expected
@@ -280,9 +276,7 @@ BAD_QUERIES: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("options", "message"), [c[1:] for c in BAD_QUERIES], ids=[c[0] for c in BAD_QUERIES]
-)
+@pytest.mark.parametrize(("options", "message"), [c[1:] for c in BAD_QUERIES], ids=[c[0] for c in BAD_QUERIES])
 def test_bad_query_arguments(store: EventStore, options: dict[str, Any], message: str) -> None:
     """Invalid query arguments raise ValueError saying which argument is wrong."""
     with pytest.raises(ValueError, match=message):

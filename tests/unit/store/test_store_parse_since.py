@@ -82,9 +82,7 @@ def test_age_property(amount: int, unit: tuple[str, str]) -> None:
 
 
 @given(
-    moment=st.datetimes(
-        min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
-    ),
+    moment=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)),
     offset_minutes=st.integers(min_value=-14 * 60, max_value=14 * 60),
 )
 def test_isoformat_property(moment: datetime, offset_minutes: int) -> None:

@@ -52,9 +52,7 @@ def test_missing_directories_are_created(tmp_path: Path, make_event: MakeEvent) 
     assert [event.id for event in read_jsonl(path)] == ["a"]
 
 
-def test_each_batch_is_fsynced(
-    tmp_path: Path, make_event: MakeEvent, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_each_batch_is_fsynced(tmp_path: Path, make_event: MakeEvent, monkeypatch: pytest.MonkeyPatch) -> None:
     """write fsyncs the file once per batch, after the data is written, before returning."""
     path = tmp_path / "events.jsonl"
     synced: list[int] = []
