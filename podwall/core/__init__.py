@@ -1,0 +1,1 @@
+"""Value types, errors, limits and the event schema shared by every layer."""

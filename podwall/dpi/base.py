@@ -4,6 +4,11 @@ A `Detector` looks at the first bytes of a flow (either direction) and answers M
 NEED_MORE. Once one matches, its `Parser` is fed the flow's reassembled bytes (TCP) or
 datagrams (UDP) as they arrive and returns typed `L7Event`s. Nothing here does I/O; the only
 exception a parser may raise is `ProtocolError`. See `dpi/session.py` for the driver.
+
+Optional hooks the session uses when present (see docs/dpi.md): a parser's `finished`
+attribute (nothing more to parse, e.g. TLS after the ServerHello), a parser's `close()` that
+returns the events completed by the end of the flow (an HTTP body that runs to close), and a
+detector's `ports` (only to break a tie between detectors that both match).
 """
 
 from __future__ import annotations

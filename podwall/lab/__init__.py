@@ -1,0 +1,1 @@
+"""The lab: synthetic traffic today; network-namespace pods with real servers later."""

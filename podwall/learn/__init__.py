@@ -1,0 +1,1 @@
+"""Discover mode: observed connections in, proposed whitelist rules out."""

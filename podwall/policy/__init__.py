@@ -1,0 +1,1 @@
+"""Policy: groups, rules and modes; validation, evaluation with explanations. Pure, no I/O."""

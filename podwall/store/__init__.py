@@ -1,0 +1,1 @@
+"""Persistence: the event store (SQLAlchemy; SQLite or PostgreSQL) and event sinks."""

@@ -116,3 +116,11 @@ def test_learn_then_check_flags_only_new_behaviour(capture: Path, inventory_file
     assert event.verdict.action == "deny" and event.client.mode == "protect"
     assert event.server.port == 80 and event.client.port == 0
     assert "implicit deny" in event.verdict.explanation
+
+
+def test_progress_reports_every_byte_read(capture: Path) -> None:
+    """The progress callback (behind the CLI's progress bar) is told of every byte of the capture."""
+    seen: list[int] = []
+    flows = list(read_flows([capture, capture], Resolver(None), progress=seen.append))
+    assert flows
+    assert sum(seen) == 2 * capture.stat().st_size

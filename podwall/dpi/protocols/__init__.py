@@ -1,0 +1,1 @@
+"""One module per application protocol; the order of detection lives in dpi/registry.py."""

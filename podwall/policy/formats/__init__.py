@@ -1,0 +1,1 @@
+"""Policy file formats: podwall YAML (canonical); NeuVector and Kubernetes formats come later."""
