@@ -130,6 +130,8 @@ def _check_crlf(buf: bytearray, start: int, n: int, data_left: int, what: str) -
 
 
 def _number(line: bytes, what: str) -> int:
+    if line.isdigit() and len(line) < 20:
+        return int(line)
     if not _INT.fullmatch(line):
         raise ProtocolError(f"RESP: invalid {what} {line[:40]!r}")
     return int(line)
@@ -178,7 +180,25 @@ class _Replies:
                 raise ProtocolError("RESP: line not terminated by CRLF")
             kind = buf[pos]
             line = bytes(buf[pos + 1 : nl - 1])
+            if kind == 36 and self.stack:
+                # Fast path for the common bulk-inside-aggregate element that is fully buffered:
+                # nested values are only counted, so skip it in one step (big replies such as
+                # COMMAND's are thousands of these).
+                size = _number(line, "length")
+                end = nl + 1 + size
+                if size >= 0 and end + 2 <= len(buf):
+                    if buf[end] != 13 or buf[end + 1] != 10:
+                        raise ProtocolError("RESP: bulk string not terminated by CRLF")
+                    stream.pos = end + 2
+                    self._countdown(out)
+                    continue
             stream.pos = nl + 1
+            if self.stack and (kind == 43 or kind == 58):
+                # Nested simple strings and integers are counted, not reported.
+                if kind == 58:
+                    _number(line, "integer")
+                self._countdown(out)
+                continue
             self._item(kind, line, out)
 
     def _item(self, kind: int, line: bytes, out: list[L7Event]) -> None:
@@ -271,6 +291,11 @@ class _Replies:
             return
         if kind == 124:
             return  # an (empty) attribute annotates the next element and is not one itself
+        self._countdown(out)
+
+    def _countdown(self, out: list[L7Event]) -> None:
+        """One element of the innermost aggregate is complete; close the aggregates it completes."""
+        stack = self.stack
         stack[-1].remaining -= 1
         while stack and stack[-1].remaining == 0:
             frame = stack.pop()
