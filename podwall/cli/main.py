@@ -29,8 +29,6 @@ from podwall.inventory.model import Inventory
 from podwall.inventory.resolver import Resolver
 from podwall.policy.evaluate import PolicyEngine
 from podwall.policy.formats.podwall_yaml import dump_policy, load_policy
-from podwall.store.events import EventStore, parse_since
-from podwall.store.sinks import JsonlSink
 
 app = typer.Typer(
     name="podwall",
@@ -127,6 +125,10 @@ def _flows(captures: Sequence[Path], resolver: Resolver, problems: _Problems) ->
 
 
 def _record(events: Sequence[Event], db: str | None, no_store: bool, jsonl: Path | None) -> None:
+    # The store pulls in SQLAlchemy (~0.4 s): imported only by the commands that write events.
+    from podwall.store.events import EventStore
+    from podwall.store.sinks import JsonlSink
+
     if jsonl is not None:
         with JsonlSink(jsonl) as sink:
             sink.write(events)
@@ -261,6 +263,8 @@ def events(
     db: DbOpt = None,
 ) -> None:
     """List the stored events."""
+    from podwall.store.events import EventStore, parse_since
+
     try:
         since_dt = parse_since(since) if since else None
     except ValueError as exc:
