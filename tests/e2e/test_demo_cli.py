@@ -143,3 +143,14 @@ def test_bad_input_exits_2_with_a_located_message(tmp_path: Path, args: list[str
     assert res.returncode == 2, res.stdout + res.stderr
     assert needle in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_truncated_capture_is_read_up_to_the_damage(tmp_path: Path) -> None:
+    """A capture cut mid-record is analysed up to the cut, with a warning naming the file and offset."""
+    cut = tmp_path / "cut.pcapng"
+    data = NORMAL.read_bytes()
+    cut.write_bytes(data[: len(data) // 2 + 7])
+    res = podwall("analyze", cut, "-i", INVENTORY)
+    assert res.returncode == 0, res.stderr
+    assert "warning" in res.stderr and str(cut) in res.stderr and "offset" in res.stderr
+    assert "nv.nginx.demo" in res.stdout
