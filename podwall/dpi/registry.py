@@ -12,18 +12,28 @@ from functools import lru_cache
 
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.dpi.base import Detector
+from podwall.dpi.protocols.cassandra import CassandraDetector
 from podwall.dpi.protocols.dns import DnsDetector
 from podwall.dpi.protocols.http1 import HttpDetector
+from podwall.dpi.protocols.http2 import GrpcDetector, Http2Detector
+from podwall.dpi.protocols.mysql import MysqlDetector
+from podwall.dpi.protocols.postgres import PostgresDetector
 from podwall.dpi.protocols.redis import RedisDetector
 from podwall.dpi.protocols.tls import TlsDetector
 
 __all__ = ["DETECTOR_CLASSES", "detector_names", "detectors"]
 
 DETECTOR_CLASSES: tuple[Callable[[Limits], Detector], ...] = (
+    # HTTP/2 before HTTP/1.x: an `Upgrade: h2c` request is both, and the upgrade wins.
+    Http2Detector,
+    GrpcDetector,
     HttpDetector,
     TlsDetector,
     DnsDetector,
     RedisDetector,
+    MysqlDetector,
+    PostgresDetector,
+    CassandraDetector,
 )
 
 
@@ -34,5 +44,5 @@ def detectors(limits: Limits = DEFAULT_LIMITS) -> tuple[Detector, ...]:
 
 
 def detector_names() -> list[str]:
-    """The canonical application names, in decision order: `http`, `tls`, `dns`, `redis`."""
+    """The canonical application names, in decision order."""
     return [d.name for d in detectors()]

@@ -1,8 +1,10 @@
-"""Conformance of podwall's application names with nDPI's, for the protocols podwall names so far.
+"""Conformance of podwall's application names with nDPI's on the corpus captures.
 
-For every corpus flow whose nDPI master protocol maps to a podwall protocol (HTTP, TLS, DNS,
-RESP), podwall must name the same application; and podwall must never give one of those names
-to a flow nDPI calls something else. Disagreements are printed as a table with pcap and 5-tuple.
+For every corpus flow whose nDPI master protocol maps to a protocol podwall's registry names,
+podwall must name the same application (per-flow agreement >= 98 %), and a flow nDPI calls
+something else counts as a disagreement when podwall gives it one of those names. Every
+disagreement is printed as a table with its pcap and 5-tuple. The mapping is documented in
+docs/dpi.md.
 """
 
 from __future__ import annotations
@@ -13,12 +15,32 @@ from pathlib import Path
 
 from podwall.analysis.runner import read_flows
 from podwall.core.types import PROTO_TCP, PROTO_UDP, ip_text
+from podwall.dpi.registry import detector_names
 from podwall.inventory.resolver import Resolver
 from tests.conftest import corpus_dir
 
-# podwall name -> nDPI master names (see docs/dpi.md for the full mapping as protocols land).
-NDPI_NAMES = {"http": {"HTTP"}, "tls": {"TLS"}, "dns": {"DNS"}, "redis": {"RESP"}}
+# podwall name -> nDPI master names (docs/dpi.md); only names the registry has are checked.
+ALL_NDPI_NAMES = {
+    "http": {"HTTP"},
+    "http2": {"HTTP2"},
+    "tls": {"TLS"},
+    "dns": {"DNS"},
+    "redis": {"RESP"},
+    "mysql": {"MySQL"},
+    "postgresql": {"PostgreSQL"},
+    "mongodb": {"MongoDB"},
+    "kafka": {"Kafka"},
+    "ssh": {"SSH"},
+    "amqp": {"AMQP"},
+    "memcached": {"Memcached"},
+    "cassandra": {"Cassandra"},
+    "mqtt": {"MQTT"},
+    "ntp": {"NTP"},
+    "dhcp": {"DHCP"},
+}
+NDPI_NAMES = {ours: names for ours, names in ALL_NDPI_NAMES.items() if ours in detector_names()}
 TO_PODWALL = {ndpi: ours for ours, names in NDPI_NAMES.items() for ndpi in names}
+MIN_AGREEMENT = 0.98
 
 Key = tuple[str, int, frozenset[tuple[str, int]]]
 
@@ -28,7 +50,7 @@ def _key(pcap: str, proto: int, a: tuple[str, int], b: tuple[str, int]) -> Key:
 
 
 def test_application_names_agree_with_ndpi() -> None:
-    """Every flow nDPI names HTTP/TLS/DNS/RESP gets that name from podwall, and no other flow does."""
+    """Flows nDPI names with a protocol podwall knows get that name from podwall (>= 98 % per flow)."""
     folder = corpus_dir("dpi", "ndpi")
     expected: dict[Key, str] = {}
     for flows_csv in sorted(folder.glob("*.flows.csv")):
@@ -64,10 +86,11 @@ def test_application_names_agree_with_ndpi() -> None:
         elif ours in NDPI_NAMES:
             rows.append((key[0], str(sorted(key[2])), ndpi, str(ours)))
     table = "\n".join(f"{p:32} {t:60} nDPI={n:12} podwall={o}" for p, t, n, o in rows)
-    assert relevant >= 20, "the corpus should hold at least 20 HTTP/TLS/DNS/RESP flows"
+    assert relevant >= 20, "the corpus should hold at least 20 flows of protocols podwall names"
     agreement = 1 - len(rows) / relevant
-    print(f"\nagreement with nDPI on {relevant} HTTP/TLS/DNS/RESP flows: {agreement:.1%}\n{table}")
-    assert not rows, f"disagreements with nDPI:\n{table}"
+    names = ", ".join(sorted(NDPI_NAMES))
+    print(f"\nagreement with nDPI on {relevant} flows ({names}): {agreement:.1%}\n{table}")
+    assert agreement >= MIN_AGREEMENT, f"agreement {agreement:.1%} < {MIN_AGREEMENT:.0%}; disagreements:\n{table}"
 
 
 def test_demo_flows_agree_with_nfstream() -> None:
