@@ -30,6 +30,7 @@ from podwall.core.types import (
 )
 from podwall.datapath.reassembly import StreamReassembler, seq_diff
 from podwall.dpi.base import DetectContext, L7Event
+from podwall.dpi.protocols.icmp import IcmpSession
 
 __all__ = [
     "CLOSE_GRACE",
@@ -402,10 +403,13 @@ class FlowTable:
             cip, cport, sip, sport = pkt.dst, pkt.dport, pkt.src, pkt.sport
         flow = Flow(FlowKey(*k), cip, cport, sip, sport, pkt, role_by, midstream)
         proto = pkt.proto
-        if self._dpi_factory is not None and proto in (PROTO_TCP, PROTO_UDP):
-            flow.dpi = self._dpi_factory(DetectContext(proto, cport, sport))
-            if proto == PROTO_TCP:
-                flow._reasm = [StreamReassembler(self._window), StreamReassembler(self._window)]
+        if self._dpi_factory is not None:
+            if proto in (PROTO_TCP, PROTO_UDP):
+                flow.dpi = self._dpi_factory(DetectContext(proto, cport, sport))
+                if proto == PROTO_TCP:
+                    flow._reasm = [StreamReassembler(self._window), StreamReassembler(self._window)]
+            elif proto in (PROTO_ICMP, PROTO_ICMPV6):
+                flow.dpi = IcmpSession(proto)
         self._open[k] = flow
         self.flows_started += 1
         return flow
@@ -432,6 +436,10 @@ class FlowTable:
             dpi = flow.dpi
             if n and dpi is not None and not dpi.done:
                 dpi.on_datagram(d, payload)
+        elif proto in (PROTO_ICMP, PROTO_ICMPV6):
+            icmp = flow.dpi
+            if isinstance(icmp, IcmpSession) and not icmp.done:
+                icmp.on_icmp(d, pkt.icmp_type, pkt.icmp_code)
 
     def _feed_stream(self, flow: Flow, dpi: DpiSessionLike, pkt: Packet, d: Direction, flags: int) -> None:
         reasm = flow._reasm

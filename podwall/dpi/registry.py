@@ -12,14 +12,31 @@ from functools import lru_cache
 
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.dpi.base import Detector
+from podwall.dpi.protocols.amqp import AmqpDetector
 from podwall.dpi.protocols.cassandra import CassandraDetector
+from podwall.dpi.protocols.dhcp import DhcpDetector
 from podwall.dpi.protocols.dns import DnsDetector
+from podwall.dpi.protocols.ftp import FtpDetector
 from podwall.dpi.protocols.http1 import HttpDetector
 from podwall.dpi.protocols.http2 import GrpcDetector, Http2Detector
+from podwall.dpi.protocols.imap import ImapDetector
+from podwall.dpi.protocols.kafka import KafkaDetector
+from podwall.dpi.protocols.ldap import LdapDetector
+from podwall.dpi.protocols.memcached import MemcachedDetector
+from podwall.dpi.protocols.mongodb import MongoDetector
+from podwall.dpi.protocols.mqtt import MqttDetector
 from podwall.dpi.protocols.mysql import MysqlDetector
+from podwall.dpi.protocols.nats import NatsDetector
+from podwall.dpi.protocols.ntp import NtpDetector
+from podwall.dpi.protocols.pop3 import Pop3Detector
 from podwall.dpi.protocols.postgres import PostgresDetector
 from podwall.dpi.protocols.redis import RedisDetector
+from podwall.dpi.protocols.sip import SipDetector
+from podwall.dpi.protocols.smtp import SmtpDetector
+from podwall.dpi.protocols.ssh import SshDetector
+from podwall.dpi.protocols.syslog import SyslogDetector
 from podwall.dpi.protocols.tls import TlsDetector
+from podwall.dpi.protocols.zookeeper import ZookeeperDetector
 
 __all__ = ["DETECTOR_CLASSES", "detector_names", "detectors"]
 
@@ -34,6 +51,23 @@ DETECTOR_CLASSES: tuple[Callable[[Limits], Detector], ...] = (
     MysqlDetector,
     PostgresDetector,
     CassandraDetector,
+    LdapDetector,
+    NtpDetector,
+    DhcpDetector,
+    SyslogDetector,
+    SipDetector,
+    MongoDetector,
+    KafkaDetector,
+    AmqpDetector,
+    MemcachedDetector,
+    ZookeeperDetector,
+    SshDetector,
+    MqttDetector,
+    NatsDetector,
+    SmtpDetector,
+    FtpDetector,
+    Pop3Detector,
+    ImapDetector,
 )
 
 

@@ -29,6 +29,7 @@ from podwall.inventory.model import (
     DEFAULT_NAMESPACE,
     NAMESPACE_NAME_LABEL,
     Claim,
+    ContainerPort,
     FieldReader,
     InventoryPart,
     IPAddress,
@@ -169,6 +170,7 @@ class _Controller:
     ref: _Ref | None
     labels: dict[str, str]
     image: str | None
+    ports: tuple[ContainerPort, ...] = ()
 
 
 @dataclass(slots=True)
@@ -181,6 +183,7 @@ class _PodInfo:
     host_network: bool
     ips: list[tuple[IPAddress, str]]  # (address, field path) for located conflicts
     host_ips: list[tuple[IPAddress, str]]
+    ports: tuple[ContainerPort, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,11 +315,35 @@ class _Builder:
                 chosen = refs[-1]
         return chosen or (refs[0] if refs else None)
 
-    def template(self, obj: _Object) -> tuple[dict[str, str], str | None]:
-        """Pod-template labels and first container image of a controller object."""
+    def template(self, obj: _Object) -> tuple[dict[str, str], str | None, tuple[ContainerPort, ...]]:
+        """Pod-template labels, first container image and container ports of a controller object."""
         base = "spec.jobTemplate.spec.template" if obj.kind == "CronJob" else "spec.template"
         labels = obj.reader.labels(self.dig(obj, f"{base}.metadata.labels"), f"{base}.metadata.labels")
-        return labels, self.image(obj, f"{base}.spec")
+        return labels, self.image(obj, f"{base}.spec"), self.container_ports(obj, f"{base}.spec")
+
+    def container_ports(self, obj: _Object, spec_path: str) -> tuple[ContainerPort, ...]:
+        """Every well-formed `containers[].ports[]` entry of a pod spec (named ports resolve against them).
+
+        Malformed entries are skipped rather than rejected: the ports are detail for policy
+        evaluation, and inventories that loaded before they were read must still load.
+        """
+        found: list[ContainerPort] = []
+        containers = self.dig(obj, f"{spec_path}.containers")
+        for container in containers if isinstance(containers, list) else []:
+            ports = container.get("ports") if isinstance(container, dict) else None
+            for port in ports if isinstance(ports, list) else []:
+                if not isinstance(port, dict):
+                    continue
+                number, protocol, name = port.get("containerPort"), port.get("protocol", "TCP"), port.get("name")
+                if (
+                    isinstance(number, int)
+                    and not isinstance(number, bool)
+                    and 1 <= number <= 65535
+                    and protocol in ("TCP", "UDP", "SCTP")
+                    and (name is None or (isinstance(name, str) and check_port_name(name) is None))
+                ):
+                    found.append(ContainerPort(name or None, number, protocol))
+        return tuple(found)
 
     def image(self, obj: _Object, spec_path: str) -> str | None:
         containers = obj.reader.sequence(self.dig(obj, f"{spec_path}.containers"), f"{spec_path}.containers")
@@ -358,6 +385,7 @@ class _Builder:
             host_network=r.boolean(self.dig(obj, "spec.hostNetwork"), "spec.hostNetwork"),
             ips=[] if phase in _FINISHED_PHASES else ips,
             host_ips=self.addresses(obj, "hostIPs", "hostIP"),
+            ports=self.container_ports(obj, "spec"),
         )
 
     # -- owners --------------------------------------------------------------------------------
@@ -416,8 +444,8 @@ class _Builder:
         node_objs: list[_Object] = []
         for obj in self.objects.values():
             if obj.kind in CONTROLLER_KINDS:
-                labels, image = self.template(obj)
-                self.controllers[obj.key] = _Controller(obj, self.owner_ref(obj), labels, image)
+                labels, image, ports = self.template(obj)
+                self.controllers[obj.key] = _Controller(obj, self.owner_ref(obj), labels, image, ports)
             elif obj.kind == "Pod":
                 pods.append(self.pod(obj))
             elif obj.kind == "Service":
@@ -481,10 +509,17 @@ class _Builder:
                     () if info.host_network else tuple(ip for ip, _ in info.ips),
                     info.node,
                     info.host_network,
+                    Labels(info.labels),
+                    info.ports,
                 )
             )
         where = source.obj.reader.at("") if source else agg.pods[0].obj.reader.at("")
-        part.workloads.append((Workload(top.name, namespace, top.kind, labels, image, top.service, tuple(pods)), where))
+        ports = source.ports if source is not None else ()
+        if not ports and agg.pods:
+            ports = agg.pods[0].ports
+        part.workloads.append(
+            (Workload(top.name, namespace, top.kind, labels, image, top.service, tuple(pods), ports), where)
+        )
 
     def nodes(self, node_objs: list[_Object], pods: list[_PodInfo], part: InventoryPart) -> None:
         described: set[str] = set()

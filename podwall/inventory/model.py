@@ -138,16 +138,33 @@ class Namespace:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerPort:
+    """A port a container declares (`containers[].ports[]`): policies may name it (named ports)."""
+
+    name: str | None
+    port: int
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True, slots=True)
 class Pod:
-    """One pod of a workload. A host-network pod has no addresses of its own: it uses its node's."""
+    """One pod of a workload. A host-network pod has no addresses of its own: it uses its node's.
+
+    `labels` (every label, volatile ones included) and `ports` (its containers' ports) are detail
+    for policy evaluation; they are not part of the pod's identity and do not take part in equality.
+    """
 
     name: str
     ips: tuple[IPAddress, ...] = ()
     node: str | None = None
     host_network: bool = False
+    labels: Labels = field(default=EMPTY_LABELS, compare=False)
+    ports: tuple[ContainerPort, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ips", _ips(self.ips))
+        object.__setattr__(self, "labels", _labels(self.labels))
+        object.__setattr__(self, "ports", tuple(self.ports))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +173,8 @@ class Workload:
 
     `service` is NeuVector's service name (by default the workload's name); it gives the
     workload's group `nv.<service>.<namespace>`. `labels` are the pods' labels, volatile ones
-    dropped.
+    dropped. `ports` are the container ports of the pod template (or of the first pod when no
+    template is given): detail for policy evaluation, not part of equality.
     """
 
     name: str
@@ -166,10 +184,12 @@ class Workload:
     image: str | None = None
     service: str = ""
     pods: tuple[Pod, ...] = ()
+    ports: tuple[ContainerPort, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", _labels(self.labels))
         object.__setattr__(self, "pods", tuple(self.pods))
+        object.__setattr__(self, "ports", tuple(self.ports))
         if not self.service:
             object.__setattr__(self, "service", self.name)
 

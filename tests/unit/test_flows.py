@@ -522,11 +522,16 @@ def test_udp_datagrams_go_to_dpi_with_direction() -> None:
     assert dpi.finished == 1
 
 
-def test_no_dpi_for_icmp() -> None:
-    """ICMP flows get no DPI session."""
+def test_icmp_flows_are_named_by_protocol_with_type_and_code_events() -> None:
+    """ICMP flows get no payload DPI: the app is `icmp` and each message is an event with type and code."""
     rec = Recorder()
-    (flow,) = all_flows([icmp(0.0, A, B, 8)], dpi_factory=rec)
-    assert flow.dpi is None and rec.sessions == [] and flow.app is None
+    (flow,) = all_flows([icmp(0.0, A, B, 8), icmp(0.1, B, A, 0)], dpi_factory=rec)
+    assert rec.sessions == [] and flow.app == "icmp"
+    assert flow.dpi is not None
+    assert [(e.fields["type"], e.fields["code"], e.fields["type_name"]) for e in flow.dpi.events] == [
+        (8, 0, "echo-request"),
+        (0, 0, "echo-reply"),
+    ]
 
 
 def test_undecided_dpi_gives_no_app() -> None:

@@ -16,6 +16,7 @@ from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, Detection, L7Event
+from podwall.dpi.protocols.ja4 import is_grease, ja4
 from podwall.dpi.wire import Reader, StreamBuffer
 
 __all__ = ["TlsDetector", "TlsParser", "is_grease", "version_name"]
@@ -45,11 +46,6 @@ _VERSION_NAMES = {
     0x0304: "TLSv1.3",
 }
 _ALERT_LEVELS = {1: "warning", 2: "fatal"}
-
-
-def is_grease(value: int) -> bool:
-    """GREASE values (RFC 8701) such as 0x0a0a: reserved noise, never a real choice."""
-    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
 
 
 def version_name(code: int) -> str:
@@ -371,6 +367,7 @@ class TlsParser:
             if msg_type != HS_CLIENT_HELLO:
                 raise ProtocolError(f"TLS: expected ClientHello, got handshake type {msg_type}")
             fields = parse_client_hello(body)
+            fields["ja4"] = ja4(fields)
             if self._sni is None:
                 self._sni = fields["sni"]
             out.append(L7Event(APP, "client_hello", direction, fields))

@@ -83,14 +83,14 @@ def _named(name: str, ports: frozenset[int], base: type[FakeDetector] = FakeDete
 
 
 def test_registry_order_and_names() -> None:
-    """The registry lists http, tls, dns, redis in that order, as instances named by their class."""
-    assert registry.detector_names() == ["http", "tls", "dns", "redis"]
-    assert [type(d).__name__ for d in registry.detectors()] == [
-        "HttpDetector",
-        "TlsDetector",
-        "DnsDetector",
-        "RedisDetector",
-    ]
+    """The registry holds every protocol once, named in lower case by its detector, HTTP/2 before HTTP/1.x."""
+    names = registry.detector_names()
+    assert len(names) == len(set(names))
+    assert all(n == n.lower() and n.isidentifier() for n in names)
+    assert {"http", "http2", "grpc", "tls", "dns", "redis"} <= set(names)
+    assert names.index("http2") < names.index("http") and names.index("grpc") < names.index("http")
+    for det in registry.detectors():
+        assert type(det).__name__.endswith("Detector")
 
 
 # -- detection by payload ---------------------------------------------------------------
@@ -115,7 +115,7 @@ def test_registry_order_and_names() -> None:
         pytest.param(tcp(80), [(C2S, hm.resp_command(b"PING"))], "redis", id="redis-on-http-port"),
         pytest.param(tcp(443), [(S2C, hm.HTTP_OK)], "http", id="server-speaks-first-http"),
         pytest.param(tcp(80), [(C2S, bytes(range(256)))], UNKNOWN, id="binary-on-80"),
-        pytest.param(udp(53), [(C2S, b"\x17\x00\x03\x2a" + bytes(44))], UNKNOWN, id="ntp-on-53"),
+        pytest.param(udp(53), [(C2S, b"\x17\x00\x03\x2a" + bytes(44))], "ntp", id="ntp-monlist-on-53-is-ntp"),
         pytest.param(udp(9999), [(C2S, hm.HTTP_GET)], UNKNOWN, id="http-text-over-udp"),
     ],
 )
