@@ -170,6 +170,8 @@ class _Replies:
                 if not self._blob(out):
                     return
                 continue
+            if self.stack:
+                self._nested(out)
             pos = stream.pos
             nl = buf.find(b"\n", pos, pos + stream.cap + 1)
             if nl < 0:
@@ -180,26 +182,61 @@ class _Replies:
                 raise ProtocolError("RESP: line not terminated by CRLF")
             kind = buf[pos]
             line = bytes(buf[pos + 1 : nl - 1])
-            if kind == 36 and self.stack:
-                # Fast path for the common bulk-inside-aggregate element that is fully buffered:
-                # nested values are only counted, so skip it in one step (big replies such as
-                # COMMAND's are thousands of these).
-                size = _number(line, "length")
-                end = nl + 1 + size
-                if size >= 0 and end + 2 <= len(buf):
-                    if buf[end] != 13 or buf[end + 1] != 10:
-                        raise ProtocolError("RESP: bulk string not terminated by CRLF")
-                    stream.pos = end + 2
-                    self._countdown(out)
-                    continue
             stream.pos = nl + 1
-            if self.stack and (kind == 43 or kind == 58):
-                # Nested simple strings and integers are counted, not reported.
-                if kind == 58:
-                    _number(line, "integer")
-                self._countdown(out)
-                continue
             self._item(kind, line, out)
+
+    def _nested(self, out: list[L7Event]) -> None:
+        """Fast path: consume the complete, plain elements inside an aggregate in one tight loop.
+
+        Nested values are only counted, never reported, and big replies (COMMAND's is ~10,000
+        elements) are mostly flat bulk strings, integers and arrays, so this loop skips them
+        with local variables only. Anything else, anything incomplete and anything malformed
+        is left to the general path (`_item`), which reports errors and handles partial data.
+        """
+        stream = self.stream
+        buf = stream.buf
+        pos = stream.pos
+        end = len(buf)
+        stack = self.stack
+        limit = stream.cap + 1
+        while stack and not stack[-1].attribute:
+            nl = buf.find(b"\n", pos, pos + limit)
+            if nl <= pos or buf[nl - 1] != 13:
+                break
+            kind = buf[pos]
+            if kind == 36 or kind == 42:  # bulk string or array: a length or count follows
+                digits = buf[pos + 1 : nl - 1]
+                if not digits.isdigit() or len(digits) > 18:
+                    break
+                size = int(digits)
+                if kind == 36:
+                    after = nl + 1 + size
+                    if after + 2 > end or buf[after] != 13 or buf[after + 1] != 10:
+                        break
+                    pos = after + 2
+                elif size > MAX_ELEMENTS or len(stack) >= MAX_DEPTH:
+                    break
+                elif size:
+                    pos = nl + 1
+                    stack.append(_Frame(size, False))
+                    continue
+                else:
+                    pos = nl + 1
+            elif kind == 43 or kind == 58:  # simple string or integer
+                if kind == 58 and not _INT.fullmatch(buf, pos + 1, nl - 1):
+                    break
+                pos = nl + 1
+            else:
+                break
+            stack[-1].remaining -= 1
+            while stack[-1].remaining == 0:
+                stack.pop()
+                if not stack:
+                    stream.pos = pos
+                    self._reply(self.top_type, self.top_count, out)
+                    return
+                stack[-1].remaining -= 1
+        stream.pos = pos
 
     def _item(self, kind: int, line: bytes, out: list[L7Event]) -> None:
         if kind in _BLOBS:
