@@ -14,7 +14,7 @@ import ipaddress
 from pathlib import Path
 
 from podwall.analysis.runner import read_flows
-from podwall.core.types import PROTO_TCP, PROTO_UDP, ip_text
+from podwall.core.types import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ip_text
 from podwall.dpi.registry import detector_names
 from podwall.inventory.resolver import Resolver
 from tests.conftest import corpus_dir
@@ -37,8 +37,12 @@ ALL_NDPI_NAMES = {
     "mqtt": {"MQTT"},
     "ntp": {"NTP"},
     "dhcp": {"DHCP"},
+    "icmp": {"ICMP"},
+    "icmpv6": {"ICMPV6"},
 }
-NDPI_NAMES = {ours: names for ours, names in ALL_NDPI_NAMES.items() if ours in detector_names()}
+NAMED = {*detector_names(), "icmp", "icmpv6"}  # ICMP is named by the IP protocol, not a detector
+NDPI_NAMES = {ours: names for ours, names in ALL_NDPI_NAMES.items() if ours in NAMED}
+CHECKED_PROTOS = (PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_ICMPV6)
 TO_PODWALL = {ndpi: ours for ours, names in NDPI_NAMES.items() for ndpi in names}
 MIN_AGREEMENT = 0.98
 
@@ -58,14 +62,14 @@ def test_application_names_agree_with_ndpi() -> None:
         with open(flows_csv, newline="") as fh:
             for r in csv.DictReader(fh):
                 proto = int(r["protocol"])
-                if proto in (PROTO_TCP, PROTO_UDP):
+                if proto in CHECKED_PROTOS:
                     key = _key(pcap, proto, (r["src_ip"], int(r["src_port"])), (r["dst_ip"], int(r["dst_port"])))
                     expected[key] = r["ndpi_master"]
     found: dict[Key, str | None] = {}
     for pcap_path in sorted(p for p in folder.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap")):
         for nf in read_flows([pcap_path], Resolver(None), on_problem=lambda p: None):
             f = nf.flow
-            if f.proto in (PROTO_TCP, PROTO_UDP):
+            if f.proto in CHECKED_PROTOS:
                 key = _key(
                     pcap_path.name,
                     f.proto,
