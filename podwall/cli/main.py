@@ -37,7 +37,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-policy_app = typer.Typer(help="Policy files: validate.", no_args_is_help=True)
+policy_app = typer.Typer(help="Policy files: validate, connlist, diff.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
 out = Console(soft_wrap=False)
@@ -297,6 +297,68 @@ def policy_validate(files: Annotated[list[Path], typer.Argument(help="policy YAM
         out.print(f"{f}: valid ({len(pol.spec.groups)} group(s), {len(pol.spec.rules)} rule(s))", highlight=False)
     if failed:
         raise typer.Exit(2)
+
+
+@policy_app.command("connlist")
+@_handles_errors
+def policy_connlist(
+    paths: Annotated[list[Path], typer.Argument(help="Kubernetes objects: files or directories (recursive)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Allowed connections between workloads under Kubernetes NetworkPolicy / ANP / BANP, one per line
+    in np-guard netpol-analyzer's format (`ns/name[Kind] => ns/name[Kind] : TCP 80`)."""
+    from podwall.policy.connlist import connlist
+
+    _check_files(paths, "file or directory")
+    lines = connlist([str(p) for p in paths])
+    if as_json:
+        _dump([_connlist_record(line) for line in lines])
+    else:
+        sys.stdout.write("".join(line + "\n" for line in lines))
+
+
+def _connlist_record(line: str) -> dict[str, str]:
+    src, rest = line.split(" => ", 1)
+    dst, conns = rest.split(" : ", 1)
+    return {"src": src, "dst": dst, "conn": conns}
+
+
+@policy_app.command("diff")
+@_handles_errors
+def policy_diff(
+    old: Annotated[Path, typer.Argument(help="the current policy: a directory of Kubernetes objects")],
+    new: Annotated[Path, typer.Argument(help="the proposed policy: a directory of Kubernetes objects")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Semantic diff: which connections the change newly allows, newly denies or changes (exit 1 if any)."""
+    from podwall.policy.connlist import connlist
+
+    _check_files([old, new], "file or directory")
+    before = {(r["src"], r["dst"]): r["conn"] for r in map(_connlist_record, connlist([str(old)]))}
+    after = {(r["src"], r["dst"]): r["conn"] for r in map(_connlist_record, connlist([str(new)]))}
+    changes = []
+    for pair in sorted(before.keys() | after.keys()):
+        was, now = before.get(pair), after.get(pair)
+        if was == now:
+            continue
+        kind = "added" if was is None else "removed" if now is None else "changed"
+        changes.append(
+            {
+                "change": kind,
+                "src": pair[0],
+                "dst": pair[1],
+                "before": was or "No Connections",
+                "after": now or "No Connections",
+            }
+        )
+    if as_json:
+        _dump(changes)
+    else:
+        for c in changes:
+            out.print(f"{c['change']:8} {c['src']} => {c['dst']} : {c['before']} -> {c['after']}", highlight=False)
+        out.print(f"{len(changes)} connection(s) differ", highlight=False)
+    if changes:
+        raise typer.Exit(1)
 
 
 @app.command()
