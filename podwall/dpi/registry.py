@@ -18,7 +18,7 @@ from podwall.dpi.protocols.dhcp import DhcpDetector
 from podwall.dpi.protocols.dns import DnsDetector
 from podwall.dpi.protocols.ftp import FtpDetector
 from podwall.dpi.protocols.http1 import HttpDetector
-from podwall.dpi.protocols.http2 import GrpcDetector, Http2Detector
+from podwall.dpi.protocols.http2_detect import GrpcDetector, Http2Detector
 from podwall.dpi.protocols.imap import ImapDetector
 from podwall.dpi.protocols.kafka import KafkaDetector
 from podwall.dpi.protocols.ldap import LdapDetector

@@ -1,330 +1,66 @@
-"""HTTP/2 in cleartext (h2c) and gRPC: detection from the first request, and a frame parser.
+"""The h2c/gRPC frame parser: one sans-IO Http2Parser per connection, both directions.
 
-Two ways into h2c are recognised (RFC 9113 3.3 and RFC 7540 3.2): prior knowledge, where
-the client opens with the connection preface `PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n` and a
-SETTINGS frame, and the HTTP/1.1 `Upgrade: h2c` request answered by `101`. HTTP/2 over TLS
-(ALPN h2) is encrypted and belongs to the TLS detector.
-
-Detection waits for the first client request (the HEADERS block, decoded with a fresh
-HPACK decoder) so that one answer names the flow: `grpc` when that request's content-type
-is `application/grpc*`, `http2` otherwise. The two detectors share that reading and
-always disagree, so they never tie.
-
-The parser reads frames from both directions, streams DATA through (bytes counted, gRPC
-length-prefixed messages counted), keeps one HPACK decoder per direction fed with every
-header block in order (its dynamic table must stay in sync, so a block that fails to decode
-is a ProtocolError), and reports a `request` per client HEADERS block and a `response`
-once the server ends the stream (trailers carry gRPC's status), plus `reset` and `goaway`.
+It reads h2c from prior knowledge (the client's connection preface) or from an HTTP/1.1
+`Upgrade: h2c` request answered by `101` (RFC 9113 3.3, RFC 7540 3.2), streams DATA through
+(bytes counted, gRPC length-prefixed messages counted), keeps one HPACK decoder per direction
+fed with every header block in order (its dynamic table must stay in sync, so a block that
+fails to decode is a ProtocolError), and reports a `request` per client HEADERS block and a
+`response` once the server ends the stream (trailers carry gRPC's status), plus `reset` and
+`goaway`. Detection lives in `http2_detect`, shared wire facts in `http2_frames`.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import unquote
-
-from hpack import Decoder
 
 from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
-from podwall.core.types import PROTO_TCP, Direction
-from podwall.dpi.base import DetectContext, Detection, L7Event
+from podwall.core.types import Direction
+from podwall.dpi.base import L7Event
 from podwall.dpi.protocols.http1 import host_without_port
+from podwall.dpi.protocols.http2_frames import (
+    ACK,
+    APP_GRPC,
+    APP_HTTP2,
+    CONTINUATION,
+    DATA,
+    DEFAULT_MAX_FRAME,
+    END_HEADERS,
+    END_STREAM,
+    ERROR_CODES,
+    GOAWAY,
+    HEAD_END,
+    HEADERS,
+    HELD_HEADER_BYTES,
+    HELD_PATH,
+    MAX_STREAMS,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PUSH_PROMISE,
+    REQUEST_LINE,
+    RST_STREAM,
+    SETTINGS,
+    STATUS_LINE,
+    TEXT_CAP,
+    WINDOW_UPDATE,
+    control_frame_ok,
+    decode_block,
+    first_header,
+    frame_error,
+    header_fragment,
+    http1_headers,
+    is_grpc,
+    kept_headers,
+    new_decoder,
+    split_grpc_path,
+    upgrades_to_h2c,
+)
 from podwall.dpi.wire import StreamBuffer
 
-__all__ = [
-    "APP_GRPC",
-    "APP_HTTP2",
-    "PREFACE",
-    "GrpcDetector",
-    "Http2Detector",
-    "Http2Parser",
-    "classify_client",
-    "split_grpc_path",
-]
-
-APP_HTTP2 = "http2"
-APP_GRPC = "grpc"
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-MAX_STREAMS = 128  # streams tracked at once; the oldest is forgotten past it
-MAX_HEADERS_KEPT = 64  # headers listed in an event (all of them are still decoded)
-HELD_HEADER_BYTES = 4096  # response header text held per open stream (streams x this bounds memory)
-HELD_PATH = 2048  # characters of a request's :path held until its response is reported
-TEXT_CAP = 256  # characters kept of grpc-message and GOAWAY debug data
-HPACK_TABLE_CAP = 64 * 1024  # largest dynamic table an encoder may ask for (memory bound)
-DEFAULT_MAX_FRAME = 16384  # SETTINGS_MAX_FRAME_SIZE before any SETTINGS (RFC 9113 6.5.2)
-_DETECT_HEAD = 8192  # an upgrade request head longer than this is not taken as h2c by the detector
-
-# Frame types (RFC 9113 6) and flags.
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-END_STREAM = 0x1
-ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-
-ERROR_CODES = {
-    0x0: "NO_ERROR", 0x1: "PROTOCOL_ERROR", 0x2: "INTERNAL_ERROR", 0x3: "FLOW_CONTROL_ERROR",
-    0x4: "SETTINGS_TIMEOUT", 0x5: "STREAM_CLOSED", 0x6: "FRAME_SIZE_ERROR", 0x7: "REFUSED_STREAM",
-    0x8: "CANCEL", 0x9: "COMPRESSION_ERROR", 0xA: "CONNECT_ERROR", 0xB: "ENHANCE_YOUR_CALM",
-    0xC: "INADEQUATE_SECURITY", 0xD: "HTTP_1_1_REQUIRED",
-}  # fmt: skip
-
-_REQUEST_LINE = re.compile(rb"([A-Z][A-Z-]{0,19}) ([\x21-\x7e]+) HTTP/1\.1\r?")
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})(?: [^\r\n]*)?\r?")
-_HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*\r?")
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
-_PRINTABLE_LINE = re.compile(rb"[\x20-\x7e]*\r?")
-_GRPC_PATH = re.compile(r"/([^/]+)/([^/]+)")
-
-
-def _frame_error(what: str) -> ProtocolError:
-    return ProtocolError(f"HTTP/2: {what}")
-
-
-def _is_grpc(content_type: str | None) -> bool:
-    return content_type is not None and content_type[:16].lower() == "application/grpc"
-
-
-def split_grpc_path(path: str | None) -> tuple[str | None, str | None]:
-    """`/pkg.Service/Method` -> (`pkg.Service`, `Method`); (None, None) for any other shape."""
-    m = _GRPC_PATH.fullmatch(path or "")
-    return (m.group(1), m.group(2)) if m else (None, None)
-
-
-def _new_decoder(limits: Limits) -> Decoder:
-    decoder = Decoder(max_header_list_size=limits.parser_buffer)
-    decoder.max_allowed_table_size = HPACK_TABLE_CAP
-    return decoder
-
-
-def _decode_block(decoder: Decoder, block: bytes, where: str) -> list[tuple[str, str]]:
-    """One complete header block as (name, value) text pairs; any HPACK failure is a ProtocolError."""
-    try:
-        raw = decoder.decode(block, raw=True)
-    except Exception as exc:  # hpack's errors, and whatever else garbage might provoke in it
-        raise ProtocolError(f"HTTP/2: cannot decode the header block {where}: {str(exc)[:120]}") from None
-    return [(bytes(n).decode("latin-1").lower(), bytes(v).decode("latin-1")) for n, v in raw]
-
-
-def _header_fragment(ftype: int, flags: int, payload: bytes) -> bytes:
-    """The header block fragment of a HEADERS or PUSH_PROMISE payload, padding and priority removed."""
-    start = 0
-    pad = 0
-    if flags & PADDED:
-        if not payload:
-            raise _frame_error("padded frame without a pad length")
-        pad = payload[0]
-        start = 1
-    if ftype == HEADERS and flags & PRIORITY_FLAG:
-        start += 5
-    elif ftype == PUSH_PROMISE:
-        start += 4
-    if start + pad > len(payload):
-        raise _frame_error(f"padding and fixed fields ({start + pad} bytes) exceed the {len(payload)}-byte frame")
-    return payload[start : len(payload) - pad]
-
-
-def _first(headers: list[tuple[str, str]], name: str) -> str | None:
-    for n, v in headers:
-        if n == name:
-            return v
-    return None
-
-
-def _settings_start(head: bytes) -> bool:
-    """Whether up to 9 bytes can begin a non-ACK SETTINGS frame on stream 0 of at most 16384 bytes."""
-    for i, b in enumerate(head[:9]):
-        if (i == 0 and b) or (i == 3 and b != SETTINGS) or (i == 4 and b & ACK) or (i >= 5 and b):
-            return False
-    if len(head) < 9:
-        return True
-    length = int.from_bytes(head[:3], "big")
-    return length % 6 == 0 and length <= DEFAULT_MAX_FRAME
-
-
-def _control_frame_ok(ftype: int, length: int, sid: int) -> bool:
-    """PING (8 bytes, stream 0), WINDOW_UPDATE (4 bytes) and PRIORITY (5 bytes, a stream) are sane."""
-    if ftype == PING:
-        return length == 8 and sid == 0
-    if ftype == PRIORITY:
-        return length == 5 and sid != 0
-    return length == 4
-
-
-def _kept_headers(headers: list[tuple[str, str]], budget: int) -> list[tuple[str, str]]:
-    """The regular (non-pseudo) headers, at most MAX_HEADERS_KEPT and `budget` characters of them."""
-    kept: list[tuple[str, str]] = []
-    for name, value in headers:
-        if name.startswith(":"):
-            continue
-        budget -= len(name) + len(value)
-        if budget < 0 or len(kept) == MAX_HEADERS_KEPT:
-            break
-        kept.append((name, value))
-    return kept
-
-
-def _name_for(content_type: str | None) -> str:
-    return APP_GRPC if _is_grpc(content_type) else APP_HTTP2
-
-
-# -- detection -----------------------------------------------------------------------------
-
-
-def classify_client(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Detection | str:
-    """Read a client's first bytes: the app name (`http2`/`grpc`) once its first request is read.
-
-    NO when the bytes are neither the h2c preface followed by sane frames nor an HTTP/1.1
-    request upgrading to h2c; NEED_MORE on a prefix of either.
-    """
-    if data[:1] == b"P" and PREFACE.startswith(data[:24]):
-        if len(data) < len(PREFACE):
-            return Detection.NEED_MORE
-        return _classify_frames(data, len(PREFACE), limits)
-    return _classify_upgrade(data)
-
-
-def _classify_frames(data: bytes, pos: int, limits: Limits) -> Detection | str:
-    size = len(data)
-    first = True
-    block: bytearray | None = None
-    block_sid = 0
-    while True:
-        if first and not _settings_start(data[pos : pos + 9]):
-            return Detection.NO  # the client's first frame must be its SETTINGS
-        if size - pos < 9:
-            return Detection.NEED_MORE
-        length = int.from_bytes(data[pos : pos + 3], "big")
-        ftype, flags = data[pos + 3], data[pos + 4]
-        sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-        first = False
-        if size - pos - 9 < length:
-            return Detection.NEED_MORE
-        payload = data[pos + 9 : pos + 9 + length]
-        pos += 9 + length
-        if block is not None:
-            if ftype != CONTINUATION or sid != block_sid:
-                return Detection.NO
-            block += payload
-            if flags & END_HEADERS:
-                return _classify_request(bytes(block), limits)
-            continue
-        if ftype == SETTINGS:
-            if sid or length % 6 or (flags & ACK and length):
-                return Detection.NO
-        elif ftype in (PING, WINDOW_UPDATE, PRIORITY):
-            if not _control_frame_ok(ftype, length, sid):
-                return Detection.NO
-        elif ftype == HEADERS:
-            if sid == 0 or sid % 2 == 0:
-                return Detection.NO
-            try:
-                fragment = _header_fragment(ftype, flags, payload)
-            except ProtocolError:
-                return Detection.NO
-            if flags & END_HEADERS:
-                return _classify_request(fragment, limits)
-            block, block_sid = bytearray(fragment), sid
-        elif ftype == GOAWAY:
-            # An HTTP/2 connection closed before any request: still HTTP/2, and no gRPC seen.
-            return APP_HTTP2 if sid == 0 and length >= 8 else Detection.NO
-        elif ftype <= CONTINUATION:
-            return Detection.NO  # DATA, RST_STREAM, PUSH_PROMISE or CONTINUATION before a request
-        # Unknown frame types are extensions, which RFC 9113 5.5 says to ignore.
-
-
-def _classify_request(block: bytes, limits: Limits) -> Detection | str:
-    try:
-        headers = _decode_block(_new_decoder(limits), block, "of the first request")
-    except ProtocolError:
-        return Detection.NO
-    if _first(headers, ":method") is None:
-        return Detection.NO
-    return _name_for(_first(headers, "content-type"))
-
-
-def _classify_upgrade(data: bytes) -> Detection | str:
-    if not data:
-        return Detection.NEED_MORE
-    if not 65 <= data[0] <= 90:
-        return Detection.NO
-    nl = data.find(b"\n", 0, _DETECT_HEAD)
-    if nl < 0:
-        if len(data) >= _DETECT_HEAD or not _PRINTABLE_LINE.fullmatch(data):
-            return Detection.NO
-        return Detection.NEED_MORE
-    m = _REQUEST_LINE.fullmatch(data, 0, nl)
-    if m is None or m.group(1) == b"PRI":
-        return Detection.NO
-    end = _HEAD_END.search(data, nl - 1, _DETECT_HEAD)
-    if end is None:
-        return Detection.NO if len(data) >= _DETECT_HEAD else Detection.NEED_MORE
-    headers = _http1_headers(data[nl + 1 : end.start()])
-    if headers is None or not _upgrades_to_h2c(headers):
-        return Detection.NO
-    return _name_for(_first(headers, "content-type"))
-
-
-def _http1_headers(block: bytes) -> list[tuple[str, str]] | None:
-    headers: list[tuple[str, str]] = []
-    for line in block.split(b"\n"):
-        m = _HEADER_LINE.fullmatch(line)
-        if m is None:
-            return None
-        headers.append((m.group(1).decode("ascii").lower(), m.group(2).decode("latin-1")))
-    return headers
-
-
-def _upgrades_to_h2c(headers: list[tuple[str, str]]) -> bool:
-    upgrade = _first(headers, "upgrade") or ""
-    tokens = {t.strip().lower() for t in upgrade.split(",")}
-    return "h2c" in tokens and _first(headers, "http2-settings") is not None
-
-
-def detect_server(data: bytes) -> Detection:
-    """NEED_MORE when the server's bytes start like its preface (a SETTINGS frame), NO otherwise."""
-    return Detection.NEED_MORE if _settings_start(data[:9]) else Detection.NO
-
-
-class _H2DetectorBase:
-    """Shared detection for the two names of an h2c flow; see `classify_client`."""
-
-    name: ClassVar[str]
-    transports: ClassVar[frozenset[int]] = frozenset({PROTO_TCP})
-
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        self._limits = limits
-
-    def detect(self, direction: Direction, data: bytes, ctx: DetectContext) -> Detection:
-        if direction != Direction.C2S:
-            # The server's SETTINGS may come first; only the client's request decides.
-            return detect_server(data)
-        answer = classify_client(data, self._limits)
-        if isinstance(answer, Detection):
-            return answer
-        return Detection.MATCH if answer == self.name else Detection.NO
-
-    def parser(self, ctx: DetectContext) -> Http2Parser:
-        return Http2Parser(self.name, self._limits)
-
-
-class Http2Detector(_H2DetectorBase):
-    """Names a flow `http2`: h2c (preface or Upgrade) whose first request is not gRPC."""
-
-    name: ClassVar[str] = APP_HTTP2
-    # h2c upgrades happen where HTTP/1.1 runs: these let it win the tie with `http` there.
-    ports: ClassVar[frozenset[int]] = frozenset({80, 8000, 8008, 8080, 8888})
-
-
-class GrpcDetector(_H2DetectorBase):
-    """Names a flow `grpc`: h2c whose first request has content-type application/grpc*."""
-
-    name: ClassVar[str] = APP_GRPC
-    ports: ClassVar[frozenset[int]] = frozenset({50051})
-
-
-# -- parsing -------------------------------------------------------------------------------
+__all__ = ["Http2Parser"]
 
 # States of one direction.
 _START, _HTTP1_HEAD, _HTTP1_BODY, _PREFACE, _FRAMES, _STOPPED = range(6)
@@ -408,7 +144,7 @@ class _Side:
         self.direction = direction
         what = "HTTP/2 client bytes" if direction == Direction.C2S else "HTTP/2 server bytes"
         self.stream = StreamBuffer(limits.parser_buffer, what)
-        self.decoder = _new_decoder(limits)
+        self.decoder = new_decoder(limits)
         self.state = _START
         self.expect_settings = True  # each side's first frame is its SETTINGS (the preface)
         self.block: bytearray | None = None  # a header block waiting for CONTINUATION frames
@@ -513,7 +249,7 @@ class Http2Parser:
         stream = side.stream
         head = bytes(stream.buf[stream.pos : stream.pos + len(PREFACE)])
         if not PREFACE.startswith(head):
-            raise _frame_error(f"client connection preface expected, got {head[:24]!r}")
+            raise frame_error(f"client connection preface expected, got {head[:24]!r}")
         if len(head) < len(PREFACE):
             return False
         stream.pos += len(PREFACE)
@@ -525,7 +261,7 @@ class Http2Parser:
     def _http1_head(self, side: _Side, out: list[L7Event]) -> bool:
         stream = side.stream
         buf, pos = stream.buf, stream.pos
-        m = _HEAD_END.search(buf, pos + side.scan)
+        m = HEAD_END.search(buf, pos + side.scan)
         if m is None:
             if len(buf) - pos > self._limit:
                 raise ProtocolError(f"HTTP/2 upgrade: HTTP/1.1 head exceeds {self._limit} bytes")
@@ -537,7 +273,7 @@ class Http2Parser:
         block = bytes(buf[pos : m.start()])
         stream.pos = m.end()
         line, _, rest = block.partition(b"\n")
-        headers = _http1_headers(rest) if rest else []
+        headers = http1_headers(rest) if rest else []
         if headers is None:
             raise ProtocolError(f"HTTP/2 upgrade: invalid header line in {block[:80]!r}")
         if side.direction == Direction.C2S:
@@ -547,21 +283,21 @@ class Http2Parser:
         return True
 
     def _upgrade_request(self, side: _Side, line: bytes, headers: list[tuple[str, str]], out: list[L7Event]) -> None:
-        m = _REQUEST_LINE.fullmatch(line)
+        m = REQUEST_LINE.fullmatch(line)
         if m is None:
             raise ProtocolError(f"HTTP/2 upgrade: invalid request line {line[:80]!r}")
-        if not _upgrades_to_h2c(headers):
+        if not upgrades_to_h2c(headers):
             raise ProtocolError("HTTP/2 upgrade: the request does not ask for h2c (Upgrade and HTTP2-Settings)")
         if any(n == "transfer-encoding" for n, _ in headers):
             raise ProtocolError("HTTP/2 upgrade: a request body with Transfer-Encoding is not supported")
-        length = _first(headers, "content-length") or "0"
+        length = first_header(headers, "content-length") or "0"
         if not length.isdigit() or len(length) > 18:
             raise ProtocolError(f"HTTP/2 upgrade: invalid Content-Length {length[:40]!r}")
         pseudo = [
             (":method", m.group(1).decode("ascii")),
             (":path", m.group(2).decode("latin-1")),
             (":scheme", "http"),
-            (":authority", _first(headers, "host") or ""),
+            (":authority", first_header(headers, "host") or ""),
         ]
         # The upgrade request is stream 1 (RFC 7540 3.2), already half-closed by the client.
         self._request(1, pseudo + [h for h in headers if h[0] != "host"], out, upgrade=True)
@@ -569,7 +305,7 @@ class Http2Parser:
         side.state = _HTTP1_BODY if side.body_left else _PREFACE
 
     def _upgrade_response(self, side: _Side, line: bytes, headers: list[tuple[str, str]], out: list[L7Event]) -> None:
-        m = _STATUS_LINE.fullmatch(line)
+        m = STATUS_LINE.fullmatch(line)
         if m is None:
             raise ProtocolError(f"HTTP/2 upgrade: invalid status line {line[:80]!r}")
         status = int(m.group(1))
@@ -583,8 +319,8 @@ class Http2Parser:
         stream.final = True
         stream.fields.update(
             status=status,
-            content_type=_first(headers, "content-type"),
-            headers=_kept_headers(headers, HELD_HEADER_BYTES),
+            content_type=first_header(headers, "content-type"),
+            headers=kept_headers(headers, HELD_HEADER_BYTES),
         )
         self._respond(stream, out, complete=True)
         self.finished = True
@@ -606,20 +342,20 @@ class Http2Parser:
         who = "client" if side.direction == Direction.C2S else "server"
         if side.expect_settings:
             if ftype != SETTINGS or flags & ACK:
-                raise _frame_error(f"the {who}'s first frame is type {ftype}, not SETTINGS")
+                raise frame_error(f"the {who}'s first frame is type {ftype}, not SETTINGS")
             side.expect_settings = False
         if side.block is not None and ftype != CONTINUATION:
-            raise _frame_error(f"frame type {ftype} inside a header block of stream {side.block_sid}")
+            raise frame_error(f"frame type {ftype} inside a header block of stream {side.block_sid}")
         if ftype == DATA:
             if sid == 0:
-                raise _frame_error("DATA on stream 0")
+                raise frame_error("DATA on stream 0")
             padded = 1 if flags & PADDED else 0
             if available < 9 + padded:
                 return False
             pad = buf[pos + 9] if padded else 0
             size = length - padded - pad
             if size < 0:
-                raise _frame_error(f"DATA padding {pad} exceeds the {length}-byte frame on stream {sid}")
+                raise frame_error(f"DATA padding {pad} exceeds the {length}-byte frame on stream {sid}")
             stream.pos = pos + 9 + padded
             side.in_data = True
             side.data_sid, side.data_left, side.pad_left = sid, size, pad
@@ -628,7 +364,7 @@ class Http2Parser:
             return True
         # Every other frame is read whole: check its size before waiting for it.
         if length > self._limit:
-            raise _frame_error(f"{who} frame type {ftype} of {length} bytes exceeds {self._limit}")
+            raise frame_error(f"{who} frame type {ftype} of {length} bytes exceeds {self._limit}")
         if available < 9 + length:
             return False
         payload = bytes(buf[pos + 9 : pos + 9 + length])
@@ -670,10 +406,10 @@ class Http2Parser:
         length = len(payload)
         if ftype in (HEADERS, PUSH_PROMISE):
             if sid == 0:
-                raise _frame_error(f"frame type {ftype} on stream 0")
+                raise frame_error(f"frame type {ftype} on stream 0")
             if ftype == PUSH_PROMISE and side.direction == Direction.C2S:
-                raise _frame_error("PUSH_PROMISE from the client")
-            fragment = _header_fragment(ftype, flags, payload)
+                raise frame_error("PUSH_PROMISE from the client")
+            fragment = header_fragment(ftype, flags, payload)
             side.block_type, side.block_flags, side.block_sid = ftype, flags, sid
             if flags & END_HEADERS:
                 self._header_block(side, fragment, out)
@@ -681,20 +417,20 @@ class Http2Parser:
                 side.block = bytearray(fragment)
         elif ftype == CONTINUATION:
             if side.block is None or sid != side.block_sid:
-                raise _frame_error(f"CONTINUATION on stream {sid} without a header block in progress")
+                raise frame_error(f"CONTINUATION on stream {sid} without a header block in progress")
             side.block += payload
             if len(side.block) > self._limit:
-                raise _frame_error(f"header block on stream {sid} exceeds {self._limit} bytes")
+                raise frame_error(f"header block on stream {sid} exceeds {self._limit} bytes")
             if flags & END_HEADERS:
                 block, side.block = bytes(side.block), None
                 self._header_block(side, block, out)
         elif ftype == SETTINGS:
             if sid or length % 6 or (flags & ACK and length):
-                raise _frame_error(f"malformed SETTINGS ({length} bytes, stream {sid}, flags {flags:#x})")
+                raise frame_error(f"malformed SETTINGS ({length} bytes, stream {sid}, flags {flags:#x})")
             self._check_settings(payload)
         elif ftype == RST_STREAM:
             if sid == 0 or length != 4:
-                raise _frame_error(f"malformed RST_STREAM ({length} bytes, stream {sid})")
+                raise frame_error(f"malformed RST_STREAM ({length} bytes, stream {sid})")
             code = int.from_bytes(payload, "big")
             out.append(
                 L7Event(
@@ -709,7 +445,7 @@ class Http2Parser:
                 self._respond(known, out, complete=False)
         elif ftype == GOAWAY:
             if sid or length < 8:
-                raise _frame_error(f"malformed GOAWAY ({length} bytes, stream {sid})")
+                raise frame_error(f"malformed GOAWAY ({length} bytes, stream {sid})")
             code = int.from_bytes(payload[4:8], "big")
             fields = {
                 "last_stream_id": int.from_bytes(payload[:4], "big") & 0x7FFFFFFF,
@@ -718,8 +454,8 @@ class Http2Parser:
                 "debug": payload[8 : 8 + TEXT_CAP].decode("utf-8", "backslashreplace"),
             }
             out.append(L7Event(self.app, "goaway", side.direction, fields))
-        elif ftype in (PING, WINDOW_UPDATE, PRIORITY) and not _control_frame_ok(ftype, length, sid):
-            raise _frame_error(f"malformed frame type {ftype} ({length} bytes, stream {sid})")
+        elif ftype in (PING, WINDOW_UPDATE, PRIORITY) and not control_frame_ok(ftype, length, sid):
+            raise frame_error(f"malformed frame type {ftype} ({length} bytes, stream {sid})")
         # Unknown types are extensions and are ignored (RFC 9113 5.5).
 
     @staticmethod
@@ -732,13 +468,13 @@ class Http2Parser:
                 or (ident == 4 and value > 0x7FFFFFFF)
                 or (ident == 5 and not DEFAULT_MAX_FRAME <= value <= 0xFFFFFF)
             ):
-                raise _frame_error(f"invalid SETTINGS value {value} for setting {ident}")
+                raise frame_error(f"invalid SETTINGS value {value} for setting {ident}")
 
     # -- header blocks and streams -------------------------------------------------------
 
     def _header_block(self, side: _Side, block: bytes, out: list[L7Event]) -> None:
         sid = side.block_sid
-        headers = _decode_block(side.decoder, block, f"on stream {sid}")
+        headers = decode_block(side.decoder, block, f"on stream {sid}")
         if side.block_type == PUSH_PROMISE:
             return  # decoded only to keep the server's HPACK table in step
         if side.direction == Direction.C2S:
@@ -755,30 +491,30 @@ class Http2Parser:
 
     def _request(self, sid: int, headers: list[tuple[str, str]], out: list[L7Event], upgrade: bool = False) -> None:
         if sid % 2 == 0:
-            raise _frame_error(f"the client sent HEADERS on even-numbered stream {sid}")
+            raise frame_error(f"the client sent HEADERS on even-numbered stream {sid}")
         if sid <= self._last_client_sid:
             return  # trailers of a stream already open (or already reported): nothing policy needs
         self._last_client_sid = sid
-        method = _first(headers, ":method")
+        method = first_header(headers, ":method")
         if method is None:
-            raise _frame_error(f"request on stream {sid} without :method")
-        path = _first(headers, ":path")
-        authority = _first(headers, ":authority") or _first(headers, "host")
-        content_type = _first(headers, "content-type")
+            raise frame_error(f"request on stream {sid} without :method")
+        path = first_header(headers, ":path")
+        authority = first_header(headers, ":authority") or first_header(headers, "host")
+        content_type = first_header(headers, "content-type")
         fields: dict[str, Any] = {
             "stream_id": sid,
             "method": method,
             "path": path,
             "authority": authority,
-            "scheme": _first(headers, ":scheme"),
+            "scheme": first_header(headers, ":scheme"),
             "content_type": content_type,
-            "user_agent": _first(headers, "user-agent"),
-            "headers": _kept_headers(headers, self._limit),
+            "user_agent": first_header(headers, "user-agent"),
+            "headers": kept_headers(headers, self._limit),
         }
         if upgrade:
             fields["upgrade"] = True
         if self._grpc:
-            service, rpc = split_grpc_path(path) if _is_grpc(content_type) else (None, None)
+            service, rpc = split_grpc_path(path) if is_grpc(content_type) else (None, None)
             fields.update(http_method=method, service=service, method=rpc)
         self._open(sid, path[:HELD_PATH] if path else path)
         if self._server_name is None and authority:
@@ -786,7 +522,7 @@ class Http2Parser:
         out.append(L7Event(self.app, "request", Direction.C2S, fields))
 
     def _response_headers(self, sid: int, flags: int, headers: list[tuple[str, str]], out: list[L7Event]) -> None:
-        status_text = _first(headers, ":status")
+        status_text = first_header(headers, ":status")
         stream = self._streams.get(sid)
         if stream is None:
             if status_text is None:
@@ -796,23 +532,23 @@ class Http2Parser:
         if not stream.final:
             status_text = status_text or ""
             if len(status_text) != 3 or not status_text.isdigit():
-                raise _frame_error(f"response on stream {sid} with invalid :status {status_text[:20]!r}")
+                raise frame_error(f"response on stream {sid} with invalid :status {status_text[:20]!r}")
             status = int(status_text)
             if status < 200:
                 if flags & END_STREAM:
-                    raise _frame_error(f"informational response {status} ends stream {sid}")
+                    raise frame_error(f"informational response {status} ends stream {sid}")
                 return
             stream.final = True
             fields.update(
                 status=status,
-                content_type=_first(headers, "content-type"),
-                headers=_kept_headers(headers, HELD_HEADER_BYTES),
+                content_type=first_header(headers, "content-type"),
+                headers=kept_headers(headers, HELD_HEADER_BYTES),
             )
         # Trailers, or a trailers-only gRPC response, carry the call's outcome.
-        grpc_status = _first(headers, "grpc-status")
+        grpc_status = first_header(headers, "grpc-status")
         if grpc_status is not None:
             fields["grpc_status"] = int(grpc_status) if grpc_status.isdigit() and len(grpc_status) < 10 else None
-        grpc_message = _first(headers, "grpc-message")
+        grpc_message = first_header(headers, "grpc-message")
         if grpc_message is not None:
             fields["grpc_message"] = unquote(grpc_message[: TEXT_CAP * 3])[:TEXT_CAP]
         if flags & END_STREAM:

@@ -16,7 +16,9 @@ from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, Detection, Detector
 from podwall.dpi.protocols.dns import DnsDetector
 from podwall.dpi.protocols.http1 import HttpDetector
-from podwall.dpi.protocols.http2 import (
+from podwall.dpi.protocols.http2 import Http2Parser
+from podwall.dpi.protocols.http2_detect import GrpcDetector, Http2Detector
+from podwall.dpi.protocols.http2_frames import (
     APP_GRPC,
     APP_HTTP2,
     CONTINUATION,
@@ -26,9 +28,6 @@ from podwall.dpi.protocols.http2 import (
     MAX_STREAMS,
     PREFACE,
     PUSH_PROMISE,
-    GrpcDetector,
-    Http2Detector,
-    Http2Parser,
     split_grpc_path,
 )
 from podwall.dpi.protocols.redis import RedisDetector
