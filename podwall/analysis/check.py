@@ -7,6 +7,7 @@ the one schema of `core/events.py`, ready for the store and the sinks.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -55,8 +56,9 @@ def check(flows: Iterable[NamedFlow], engine: PolicyEngine) -> list[CheckedConve
     """Evaluate every flow; sessions of one conversation decided by one rule are grouped."""
     out: dict[tuple[ConversationKey, int, str], CheckedConversation] = {}
     for nf in flows:
-        verdict = engine.evaluate(nf.observation())
-        ckey = conversation_key(nf)
+        obs = nf.observation()
+        verdict = engine.evaluate(obs)
+        ckey = conversation_key(nf, obs)
         key = (ckey, verdict.rule_id, verdict.action)
         item = out.get(key)
         if item is None:
@@ -101,6 +103,7 @@ def conversation_event(item: CheckedConversation, etype: EventType, source: str 
     # records the server port only.
     client = replace(conv.client, port=0)
     return Event(
+        id=_event_id(etype, source, conv, v.rule_id),
         time=_utc(conv.first_seen),
         last_seen=_utc(conv.last_seen),
         type=etype,
@@ -125,6 +128,13 @@ def conversation_event(item: CheckedConversation, etype: EventType, source: str 
         bytes=conv.bytes,
         source=source,
     )
+
+
+def _event_id(etype: EventType, source: str | None, conv: Conversation, rule_id: int) -> str:
+    """A stable id, so that analysing the same traffic twice records each event once (the store
+    ignores an id it already holds)."""
+    key = repr((etype.value, source, conv.key, rule_id, conv.first_seen, conv.last_seen, conv.sessions))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def violation_events(items: Iterable[CheckedConversation], source: str | None) -> list[Event]:

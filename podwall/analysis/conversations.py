@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from podwall.analysis.runner import NamedFlow
-from podwall.core.types import Endpoint, proto_name
+from podwall.core.types import Endpoint, Observation, proto_name
 
 ConversationKey = tuple[str, str, int, int, str]  # client group, server group, server port, proto, app
 
@@ -69,9 +69,10 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def conversation_key(nf: NamedFlow) -> ConversationKey:
-    obs = nf.observation()
-    return (nf.client.group, nf.server.group, obs.server_port, nf.flow.proto, nf.label)
+def conversation_key(nf: NamedFlow, obs: Observation | None = None) -> ConversationKey:
+    """The conversation a flow belongs to; pass its observation when it is already built."""
+    server_port = (obs or nf.observation()).server_port
+    return (nf.client.group, nf.server.group, server_port, nf.flow.proto, nf.label)
 
 
 def aggregate(flows: Iterable[NamedFlow]) -> list[Conversation]:

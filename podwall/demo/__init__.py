@@ -41,7 +41,7 @@ def run_demo(console: Console, *, db: str | None = None, no_store: bool = False,
     normal = list(read_flows([NORMAL], resolver))
     console.print(render.conversations_table(aggregate(normal)))
 
-    console.rule("[bold]2. Learn the whitelist (discover mode)")
+    console.rule("[bold]2. Learn the whitelist from it (discover), groups set to protect")
     policy, learned_events = learn_policy(normal, inventory, resolver, mode="protect", source=str(NORMAL))
     policy_path = workdir / "policy.yaml"
     policy_path.write_text(dump_policy(policy))

@@ -154,3 +154,13 @@ def test_truncated_capture_is_read_up_to_the_damage(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "warning" in res.stderr and str(cut) in res.stderr and "offset" in res.stderr
     assert "nv.nginx.demo" in res.stdout
+
+
+def test_checking_the_same_traffic_twice_records_each_event_once(learned: Path, tmp_path: Path) -> None:
+    """Event ids derive from the traffic, so a re-run adds nothing to the store."""
+    db = tmp_path / "e.db"
+    for _ in range(2):
+        res = podwall("check", EXPLOIT, "-i", INVENTORY, "-p", learned, "--db", db)
+        assert res.returncode == 1, res.stderr
+    events = json.loads(podwall("events", "--json", "--db", db).stdout)
+    assert len(events) == len(EXPECTED_VIOLATIONS)
