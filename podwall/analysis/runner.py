@@ -27,6 +27,7 @@ from podwall.datapath.engine import Engine
 from podwall.datapath.flows import Flow
 from podwall.datapath.io.pcap import CaptureReader
 from podwall.inventory.resolver import Resolver
+from podwall.policy.l7context import requests_of, server_name_of
 
 
 def app_label(app: str | None, proto: int, server_port: int) -> str:
@@ -57,7 +58,10 @@ class NamedFlow:
 
     def observation(self) -> Observation:
         port = self.flow.server_port if self.flow.proto not in (PROTO_ICMP, PROTO_ICMPV6) else 0
-        return Observation(self.client, self.server, self.flow.proto, port, self.flow.app)
+        dpi = self.flow.dpi
+        requests = requests_of(dpi.events) if dpi is not None else ()
+        name = self.flow.server_name or server_name_of(requests)
+        return Observation(self.client, self.server, self.flow.proto, port, self.flow.app, requests, name)
 
     def to_dict(self) -> dict[str, object]:
         f = self.flow

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from podwall.analysis.check import dns_service_groups, learn_policy, violation_e
 from podwall.analysis.conversations import aggregate
 from podwall.analysis.runner import NamedFlow, read_flows
 from podwall.cli import render
+from podwall.cli.lab import lab_app
 from podwall.core.errors import PodwallError, Problem
 from podwall.core.events import Event
 from podwall.inventory.loader import load_inventory
@@ -37,8 +39,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-policy_app = typer.Typer(help="Policy files: validate, connlist, diff.", no_args_is_help=True)
+policy_app = typer.Typer(help="Policy files: validate, explain, analyze, diff, connlist.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+app.add_typer(lab_app, name="lab")  # podwall/cli/lab.py: up, exec, status, down
 
 out = Console(soft_wrap=False)
 err = Console(stderr=True, soft_wrap=True)
@@ -217,15 +220,36 @@ def learn(
 @app.command()
 @_handles_errors
 def check(
-    captures: Captures,
-    policy: Annotated[Path, typer.Option("--policy", "-p", help="policy YAML to check against")],
+    captures: Annotated[
+        list[Path] | None,
+        typer.Argument(help="pcap or pcapng files (optional with --what-if: then the stored connections)"),
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", "-p", help="policy YAML to check against (the current one with --what-if)"),
+    ] = None,
+    what_if: Annotated[
+        Path | None,
+        typer.Option("--what-if", help="a proposed policy: list the recorded connections it would block"),
+    ] = None,
     inventory: InventoryOpt = None,
     as_json: JsonOpt = False,
     db: DbOpt = None,
     jsonl: JsonlOpt = None,
     no_store: NoStoreOpt = False,
 ) -> None:
-    """Evaluate every connection against a policy; exit 1 when there are violations."""
+    """Evaluate every connection against a policy; exit 1 when there are violations.
+
+    With --what-if PROPOSED: which connections (of the captures, or of the event store when no
+    capture is given) the proposed policy would block in protect mode; exit 1 if any. Nothing
+    is recorded in that case."""
+    if what_if is not None:
+        _what_if(captures or [], policy, what_if, inventory, as_json, db)
+        return
+    if not captures:
+        raise _fail("give one or more capture files (or --what-if PROPOSED to use the stored connections)")
+    if policy is None:
+        raise _fail("missing option --policy / -p: the policy to check against")
     _check_files([policy], "policy file")
     pol = load_policy(policy)
     inv = _load_inventory(inventory)
@@ -250,6 +274,87 @@ def check(
         out.print(f"{len(violations)} violation(s) in {len(items)} conversation(s)")
     if violations:
         raise typer.Exit(1)
+
+
+def _what_if(
+    captures: Sequence[Path], current: Path | None, proposed: Path, inventory: Sequence[Path] | None, as_json: bool,
+    db: str | None,
+) -> None:  # fmt: skip
+    from podwall.analysis.whatif import observations_from_events, what_if
+    from podwall.core.types import Observation
+
+    _check_files([proposed, *([current] if current is not None else [])], "policy file")
+    new_pol = load_policy(proposed)
+    old_pol = load_policy(current) if current is not None else None
+    inv = _load_inventory(inventory)
+    resolver = Resolver(inv)
+    dns = dns_service_groups(inv, resolver)
+    connections: list[tuple[Observation, int]]
+    if captures:
+        source = ",".join(map(str, captures))
+        connections = [(nf.observation(), 1) for nf in _flows(captures, resolver, _Problems(quiet=as_json))]
+    else:
+        from podwall.store.events import EventStore
+
+        store = EventStore(db)
+        try:
+            stored = store.query()
+        finally:
+            store.close()
+        source = "event store"
+        connections = observations_from_events(stored, resolver if inv is not None else None)
+        if not connections:
+            raise _fail("the event store holds no recorded connection: give capture files, or run learn/check first")
+    items = what_if(
+        connections,
+        PolicyEngine(new_pol, dns_service_groups=dns),
+        PolicyEngine(old_pol, dns_service_groups=dns) if old_pol is not None else None,
+    )
+    blocked = [i for i in items if i.would_block]
+    if as_json:
+        _dump(
+            {
+                "proposed": str(proposed),
+                "current": str(current) if current is not None else None,
+                "source": source,
+                "connections": [i.to_dict() for i in items],
+                "would_block": len(blocked),
+                "sessions_blocked": sum(i.sessions for i in blocked),
+                "newly_blocked": sum(1 for i in blocked if i.newly_blocked),
+            }
+        )
+    else:
+        out.print(render_what_if(items, proposed))
+        for i in blocked:
+            out.print(f"[bold]{i.client} → {i.server} {i.transport}/{i.port}[/]: {i.explanation}", highlight=False)
+        out.print(
+            f"{len(blocked)} of {len(items)} connection group(s) ({sum(i.sessions for i in blocked)} session(s)) "
+            f"would be blocked by {proposed} in protect mode ({source})",
+            highlight=False,
+        )
+    if blocked:
+        raise typer.Exit(1)
+
+
+def render_what_if(items: Sequence[Any], proposed: Path) -> Any:
+    """The what-if table: one row per connection group, blocked ones first."""
+    from rich.table import Table
+
+    table = Table(title=f"What if {proposed} were enforced")
+    for col in ("client", "server", "port", "application", "sessions", "current", "proposed", "would block"):
+        table.add_column(col)
+    for i in items:
+        table.add_row(
+            i.client,
+            i.server,
+            f"{i.transport}/{i.port}" if i.port else i.transport,
+            i.application or "-",
+            str(i.sessions),
+            str(i.current) if i.current is not None else "-",
+            str(i.proposed),
+            ("[red]yes, new[/]" if i.newly_blocked else "[red]yes[/]") if i.would_block else "no",
+        )
+    return table
 
 
 @app.command()
@@ -323,17 +428,54 @@ def _connlist_record(line: str) -> dict[str, str]:
     return {"src": src, "dst": dst, "conn": conns}
 
 
+_PODWALL_KIND = re.compile(r"^kind:\s*['\"]?Policy['\"]?\s*(#.*)?$", re.MULTILINE)
+
+
+def _is_podwall_policy(path: Path) -> bool:
+    """A podwall policy file (a YAML file with a `kind: Policy` document), as opposed to
+    Kubernetes objects (directories, or files of NetworkPolicies)."""
+    if not path.is_file():
+        return False
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return _PODWALL_KIND.search(text) is not None
+
+
 @policy_app.command("diff")
 @_handles_errors
 def policy_diff(
-    old: Annotated[Path, typer.Argument(help="the current policy: a directory of Kubernetes objects")],
-    new: Annotated[Path, typer.Argument(help="the proposed policy: a directory of Kubernetes objects")],
+    old: Annotated[Path, typer.Argument(help="the current policy: a podwall policy file or Kubernetes objects")],
+    new: Annotated[Path, typer.Argument(help="the proposed policy: a podwall policy file or Kubernetes objects")],
+    inventory: InventoryOpt = None,
+    capture: Annotated[
+        list[Path] | None,
+        typer.Option("--capture", "-c", help="podwall policies: compare on this traffic (pcap/pcapng); repeatable"),
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="podwall policies: also list connections whose deciding rule changed only")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Semantic diff: which connections the change newly allows, newly denies or changes (exit 1 if any)."""
+    """Semantic diff: which connections the change newly allows, newly denies or changes (exit 1 if any).
+
+    Two podwall policy files are compared on captured traffic (--capture) or on a synthetic
+    connection per group pair, port and application their rules name (--inventory gives the
+    workloads); directories or files of Kubernetes objects are compared connection by connection."""
+    _check_files([old, new], "file or directory")
+    podwall_files = [_is_podwall_policy(p) for p in (old, new)]
+    if all(podwall_files):
+        _podwall_diff(old, new, inventory, capture or [], show_all, as_json)
+        return
+    if any(podwall_files):
+        which = old if podwall_files[0] else new
+        raise _fail(f"{which} is a podwall policy and the other is not: compare two podwall policies or two sets of "
+                    "Kubernetes objects")  # fmt: skip
+    if inventory or capture or show_all:
+        raise _fail("--inventory, --capture and --all apply to podwall policy files only")
     from podwall.policy.connlist import connlist
 
-    _check_files([old, new], "file or directory")
     before = {(r["src"], r["dst"]): r["conn"] for r in map(_connlist_record, connlist([str(old)]))}
     after = {(r["src"], r["dst"]): r["conn"] for r in map(_connlist_record, connlist([str(new)]))}
     changes = []
@@ -358,6 +500,157 @@ def policy_diff(
             out.print(f"{c['change']:8} {c['src']} => {c['dst']} : {c['before']} -> {c['after']}", highlight=False)
         out.print(f"{len(changes)} connection(s) differ", highlight=False)
     if changes:
+        raise typer.Exit(1)
+
+
+def _podwall_diff(
+    old: Path, new: Path, inventory: Sequence[Path] | None, captures: Sequence[Path], show_all: bool, as_json: bool
+) -> None:
+    from podwall.core.types import Observation
+    from podwall.policy.diff import SAME_OUTCOME, diff_policies, synthetic_observations
+
+    before, after = load_policy(old), load_policy(new)
+    inv = _load_inventory(inventory)
+    resolver = Resolver(inv)
+    observations: list[Observation]
+    if captures:
+        universe = "capture"
+        observations = [nf.observation() for nf in _flows(captures, resolver, _Problems(quiet=as_json))]
+    else:
+        universe = "synthetic"
+        observations = synthetic_observations(before, after, inv)
+    entries = diff_policies(
+        before, after, observations, dns_service_groups=dns_service_groups(inv, resolver), include_same=show_all
+    )
+    changes = [e for e in entries if e.kind != SAME_OUTCOME]
+    if as_json:
+        _dump(
+            {
+                "old": str(old),
+                "new": str(new),
+                "universe": universe,
+                "observations": len(observations),
+                "changes": [e.to_dict() for e in entries],
+            }
+        )
+    else:
+        for e in entries:
+            port = f"{e.transport}/{e.port}" if e.port else e.transport
+            app = f" {e.application}" if e.application else ""
+            out.print(
+                f"{e.kind:14} {e.client} → {e.server} {port}{app}: {e.old} -> {e.new} [{e.count} connection(s)]",
+                highlight=False,
+            )
+        counts = {
+            k: sum(1 for e in changes if e.kind == k) for k in ("newly-denied", "newly-allowed", "action-changed")
+        }
+        detail = ", ".join(f"{n} {k.replace('-', ' ')}" for k, n in counts.items() if n)
+        out.print(
+            f"{len(changes)} change(s){': ' + detail if detail else ''} "
+            f"over {len(observations)} {universe} connection(s)",
+            highlight=False,
+        )
+    if changes:
+        raise typer.Exit(1)
+
+
+@policy_app.command("explain")
+@_handles_errors
+def policy_explain(
+    policy: Annotated[Path, typer.Argument(help="policy YAML")],
+    from_: Annotated[
+        str, typer.Option("--from", help="client: a group or zone, a reserved group, an inventory workload, or an IP")
+    ],
+    to: Annotated[
+        str, typer.Option("--to", help="server: a group or zone, a reserved group, an inventory workload, or an IP")
+    ],
+    port: Annotated[str, typer.Option("--port", help="transport and server port: tcp/6379, udp/53 or icmp")],
+    app_name: Annotated[str | None, typer.Option("--app", help="the application, as the DPI names it")] = None,
+    inventory: InventoryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decide one hypothetical connection and explain the verdict: tiers, rules, modes, outcome."""
+    from podwall.core.types import PROTO_ICMP, Observation
+    from podwall.policy.endpoints import GroupMembers, endpoint_for
+    from podwall.policy.model import parse_port_spec
+
+    _check_files([policy], "policy file")
+    pol = load_policy(policy)
+    try:
+        spec = parse_port_spec(port)
+    except ValueError as exc:
+        raise _fail(f"--port: {exc}") from None
+    if spec.proto is None or (not spec.is_icmp and spec.lo != spec.hi):
+        raise _fail(f"--port: {port!r} is not one port: write tcp/<port>, udp/<port> or icmp")
+    proto, server_port = (PROTO_ICMP, 0) if spec.is_icmp else (spec.proto, spec.lo)
+    inv = _load_inventory(inventory)
+    dns = dns_service_groups(inv, Resolver(inv))
+    engine = PolicyEngine(pol, dns_service_groups=dns)
+    members = GroupMembers(pol, inv, engine)
+    client = endpoint_for(from_, 49152 if proto != PROTO_ICMP else 0, members, inv)
+    server = endpoint_for(to, server_port, members, inv)
+    for option, text, found in (("--from", from_, client), ("--to", to, server)):
+        if found is None:
+            raise _fail(
+                f"{option}: {text!r} is no IP address, no group of {policy} that an endpoint can be built for, "
+                "and no workload of the inventory"
+            )
+    assert client is not None and server is not None
+    obs = Observation(client.endpoint, server.endpoint, proto, server_port, app_name, (), server.server_name)
+    verdict = engine.evaluate(obs)
+    if as_json:
+        _dump(
+            {
+                "policy": str(policy),
+                "client": client.endpoint.as_dict(),
+                "server": server.endpoint.as_dict(),
+                "action": verdict.action,
+                "violation": verdict.violation,
+                "rule_id": verdict.rule_id,
+                "rule_name": verdict.rule_name,
+                "effective_mode": verdict.effective_mode,
+                "explanation": verdict.explanation.to_dict(),
+            }
+        )
+        return
+    rule = f"rule {verdict.rule_id}" + (f" ({verdict.rule_name})" if verdict.rule_name else "")
+    if verdict.rule_id == 0:
+        rule = "rule 0 (implicit deny)"
+    flag = ", violation" if verdict.violation else ""
+    out.print(
+        f"{client.endpoint.group} ({client.endpoint.ip or '-'}) → "
+        f"{server.endpoint.group} ({server.endpoint.ip or '-'}) {port}{' ' + app_name if app_name else ''}",
+        highlight=False,
+    )
+    out.print(f"verdict: {verdict.action}{flag} by {rule}, effective mode {verdict.effective_mode}", highlight=False)
+    out.print(verdict.explanation.text, highlight=False)
+
+
+@policy_app.command("analyze")
+@_handles_errors
+def policy_analyze(
+    policy: Annotated[Path, typer.Argument(help="policy YAML")],
+    inventory: InventoryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find shadowed, redundant and conflicting rules, empty and unused groups, disabled rules
+    (exit 1 when a finding is a warning or worse)."""
+    from podwall.policy.analyze import SEVERITY_RANK, WARNING, analyze_policy
+
+    _check_files([policy], "policy file")
+    pol = load_policy(policy)
+    inv = _load_inventory(inventory)
+    findings = analyze_policy(pol, inv)
+    by_severity = {s: sum(1 for f in findings if f.severity == s) for s in SEVERITY_RANK}
+    if as_json:
+        _dump({"policy": str(policy), "findings": [f.to_dict() for f in findings], "summary": by_severity})
+    else:
+        style = {"info": "cyan", "warning": "yellow", "error": "bold red"}
+        for f in findings:
+            out.print(f"[{style[f.severity]}]{f.severity:7}[/] {f.kind:12} {f.message}", highlight=False)
+        detail = ", ".join(f"{n} {s}" for s, n in by_severity.items() if n)
+        out.print(f"{len(findings)} finding(s){': ' + detail if detail else ''}", highlight=False)
+    if any(SEVERITY_RANK[f.severity] >= SEVERITY_RANK[WARNING] for f in findings):
         raise typer.Exit(1)
 
 

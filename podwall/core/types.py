@@ -7,6 +7,7 @@ policy and the store. They carry no behaviour beyond small, pure helpers.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -145,6 +146,9 @@ class Observation:
 
     `app` is the DPI's protocol name, or None when the application was not identified (then
     policy and learning treat the connection by its port). `server_port` is 0 for ICMP.
+    `requests` holds one mapping per L7 request of the client (see `podwall.policy.l7context`)
+    for L7 rules; `server_name` is the name the client asked for (TLS SNI, HTTP Host), which
+    hostname `address` criteria match.
     """
 
     client: Endpoint
@@ -152,3 +156,5 @@ class Observation:
     proto: int
     server_port: int
     app: str | None
+    requests: tuple[Mapping[str, object], ...] = ()
+    server_name: str | None = None

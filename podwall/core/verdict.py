@@ -28,8 +28,10 @@ IMPLICIT_DENY_ID = 0
 class RuleCheck:
     """One rule the engine looked at, and whether it matched.
 
-    `failed` names the criteria that did not hold, among `disabled`, `from`, `to`, `port`
-    and `app`; `reasons` says the same in words, one sentence fragment per criterion.
+    `failed` names the criteria that did not hold, among `staged`, `disabled`, `from`,
+    `to`, `port`, `app` and `l7`; `reasons` says the same in words, one sentence fragment per
+    criterion. `tier` is the tier the rule sits in (admin, federated, policy-as-code, main,
+    baseline). A matched admin-tier `pass` rule is listed with `matched` true.
     """
 
     rule_id: int
@@ -38,15 +40,78 @@ class RuleCheck:
     matched: bool
     failed: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    tier: str = "main"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.rule_id,
             "name": self.rule_name,
             "action": self.action,
+            "tier": self.tier,
             "matched": self.matched,
             "failed": list(self.failed),
             "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TierStep:
+    """One tier the evaluation went through: how many of its rules it looked at, and the result.
+
+    `result` is `matched` (a rule decided), `passed` (an admin Pass rule sent the connection
+    on), `no match`, or for the last step `default` (the mode default, rule 0).
+    """
+
+    tier: str
+    consulted: int
+    result: str
+    rule_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tier": self.tier, "consulted": self.consulted, "result": self.result, "rule_id": self.rule_id}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    """How one L7 request of the connection fared: the rule that decided it and why."""
+
+    index: int
+    protocol: str
+    summary: str
+    rule_id: int
+    rule_name: str | None
+    allowed: bool
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "protocol": self.protocol,
+            "request": self.summary,
+            "rule_id": self.rule_id,
+            "rule_name": self.rule_name,
+            "allowed": self.allowed,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StagedSummary:
+    """The would-be result with the staged rules in force, as the enforced explanation quotes it."""
+
+    action: str
+    violation: bool
+    rule_id: int
+    rule_name: str | None
+    differs: bool  # whether it differs from the enforced verdict (action or deciding rule)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "violation": self.violation,
+            "rule_id": self.rule_id,
+            "rule_name": self.rule_name,
+            "differs": self.differs,
         }
 
 
@@ -94,6 +159,14 @@ class Explanation:
     mode_reason: str
     action: str
     violation: bool
+    deciding_tier: str | None = None  # None for the implicit deny
+    deciding_hits: int | None = None  # the deciding rule's hit count, this connection included
+    strict: bool = False
+    tiers: tuple[TierStep, ...] = ()
+    requests: tuple[RequestOutcome, ...] = ()  # the first few L7 requests' outcomes
+    requests_total: int = 0
+    staged: StagedSummary | None = None
+    staged_only: bool = False  # this explanation is of a would-be (staged) verdict
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,13 +187,24 @@ class Explanation:
                 "name": self.deciding_rule_name,
                 "action": self.deciding_action,
                 "implicit": self.deciding_rule_id == IMPLICIT_DENY_ID,
+                "tier": self.deciding_tier,
+                "hits": self.deciding_hits,
             },
+            "tiers": [t.to_dict() for t in self.tiers],
             "modes": {
                 "client": self.client.mode,
                 "server": self.server.mode,
                 "effective": self.effective_mode,
                 "reason": self.mode_reason,
+                "strict": self.strict,
             },
+            "l7": {
+                "requests": self.requests_total,
+                "outcomes": [r.to_dict() for r in self.requests],
+                "omitted": self.requests_total - len(self.requests),
+            },
+            "staged": self.staged.to_dict() if self.staged is not None else None,
+            "would_be": self.staged_only,
             "outcome": {"action": self.action, "violation": self.violation},
         }
 
@@ -131,7 +215,8 @@ class Verdict:
 
     `action` is allow, deny, alert or learn; `violation` says whether the connection breaks
     the policy (an alert or a deny, or an explicit deny seen in discover mode). `rule_id` 0
-    with `matched_rule` None is the implicit deny.
+    with `matched_rule` None is the implicit deny. `staged` is the would-be verdict with the
+    policy's staged rules in force (None when the policy has none); it is never enforced.
     """
 
     action: str
@@ -145,6 +230,7 @@ class Verdict:
     client_groups: tuple[str, ...]
     server_groups: tuple[str, ...]
     explanation: Explanation
+    staged: Verdict | None = None
 
     @property
     def allowed(self) -> bool:

@@ -94,6 +94,7 @@ _STATS = (
     "problems_reported",
     "problems_suppressed",
     "fragment_incomplete",
+    "tso",
 )
 
 
@@ -285,6 +286,11 @@ class Decoder:
             self._malformed(frame, f"IP version {vihl >> 4} where IPv4 was expected")
             return None
         ihl = (vihl & 0x0F) << 2
+        if total == 0 and proto == PROTO_TCP and not frag & 0x3FFF:
+            # A segmentation-offloaded send captured on its own host, before the NIC cut it:
+            # the kernel leaves the total length 0, the frame's length is the real one.
+            self.stats["tso"] += 1
+            total = max(len(data), frame.orig_len) - off
         if ihl < 20 or total < ihl:
             self._malformed(frame, f"IPv4 header length {ihl} / total length {total} are inconsistent")
             return None

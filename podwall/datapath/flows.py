@@ -3,7 +3,9 @@
 A flow is one conversation between two (address, port) ends over one transport. The table
 decides which end is the client, counts both directions, follows TCP's handshake and
 teardown, reassembles TCP streams for the DPI until the DPI has seen enough, and ends flows
-on FIN/RST, idle and active timeouts, eviction, or the end of the capture. Time is the
+on FIN/RST, a new connection on the same 5-tuple, idle and active timeouts, eviction, or the
+end of the capture. A flow that continues one cut by a timeout inherits its roles and its
+application. Time is the
 capture's time (packet timestamps), so the same capture always gives the same flows.
 See docs/flows.md for the rules.
 """
@@ -57,14 +59,18 @@ SERVICE_PORTS: frozenset[int] = frozenset(
 EPHEMERAL_MIN = 32768  # start of the client port range (Linux 32768-60999, IANA 49152-65535)
 
 # Seconds a flow closed by FIN/RST stays in the table to absorb trailing ACKs and
-# retransmissions (capped by the idle timeout); a new SYN on the same 5-tuple ends it at once.
+# retransmissions (capped by the idle timeout); any SYN on the same 5-tuple ends it at once.
 CLOSE_GRACE = 30.0
 SWEEP_INTERVAL = 1.0  # seconds of capture time between idle sweeps
+# TCP flows ended by the idle sweep whose roles and application a later packet continuing
+# the same stream picks up; the oldest are forgotten past this many.
+IDLE_MEMORY = 65536
 
 _C2S = Direction.C2S
 _S2C = Direction.S2C
 _SYN_ACK = TCP_SYN | TCP_ACK
 _SYN_FIN_RST = TCP_SYN | TCP_FIN | TCP_RST
+_SEQ_MASK = 0xFFFFFFFF
 _ECHO_REPLY = {PROTO_ICMP: 0, PROTO_ICMPV6: 129}
 
 _Key = tuple[int, bytes, int, bytes, int]
@@ -126,19 +132,23 @@ class Flow:
     lengths, `payload_bytes` sums transport payloads (retransmissions included). `role_by`
     says how the client was chosen: "syn", "syn-ack", "port" or "first-packet".
     `end_reason` is "" while the flow is live, then one of "idle", "active", "fin", "rst",
-    "end-of-capture", "evicted". `retrans_bytes`, `ooo_segments` and `lost_bytes` come from
-    TCP reassembly and are final once the flow has ended; `gaps` and `overlap_conflict` are
-    current at every packet.
+    "reused", "end-of-capture", "evicted". `retrans_bytes`, `ooo_segments` and `lost_bytes`
+    come from TCP reassembly and are final once the flow has ended; `gaps` and
+    `overlap_conflict` are current at every packet. `inherited_app` and
+    `inherited_server_name` are the DPI result of the flow this one continues (after an
+    active or idle timeout split), None otherwise.
     """
 
     __slots__ = (
         "_close_reason",
+        "_data_after_syn",
         "_fin_acked",
         "_fin_pending",
         "_fin_seq",
         "_isn",
         "_k",
         "_reasm",
+        "_seq_end",
         "bytes",
         "client_ip",
         "client_port",
@@ -151,6 +161,8 @@ class Flow:
         "gaps",
         "icmp_code",
         "icmp_type",
+        "inherited_app",
+        "inherited_server_name",
         "key",
         "last_frame",
         "last_ts",
@@ -212,12 +224,18 @@ class Flow:
         self.ooo_segments = 0
         self.end_reason = ""
         self.dpi: DpiSessionLike | None = None
+        self.inherited_app: str | None = None
+        self.inherited_server_name: str | None = None
         self._k: _Key = (key.proto, key.ip_a, key.port_a, key.ip_b, key.port_b)
         self._reasm: list[StreamReassembler] | None = None
         self._fin_seq: list[int | None] = [None, None]  # sequence number each FIN occupies
         self._fin_acked = [False, False]
         self._fin_pending = False  # a FIN waits for its ACK: plain ACKs need a look
         self._isn: int | None = None  # the client's SYN sequence number, to tell retransmitted SYNs
+        self._data_after_syn = False  # payload seen on a segment without SYN: the connection is in use
+        # Per direction, the sequence number after the last segment seen (-1: none yet); it tells
+        # whether a packet after an idle split continues the same TCP stream.
+        self._seq_end = [-1, -1]
         self._close_reason = ""
 
     def direction_of(self, src: bytes, sport: int) -> Direction:
@@ -226,7 +244,11 @@ class Flow:
 
     @property
     def app(self) -> str | None:
-        """The application the DPI named, or None (no DPI, undecided, or "unknown")."""
+        """The application of the flow this one continues, else the one the DPI named, or None
+        (no DPI, undecided, or "unknown")."""
+        if self.inherited_app is not None:
+            # The connection was named when its start was seen; mid-stream bytes are weaker evidence.
+            return self.inherited_app
         dpi = self.dpi
         if dpi is None:
             return None
@@ -235,8 +257,9 @@ class Flow:
 
     @property
     def server_name(self) -> str | None:
-        """TLS SNI, HTTP Host or DNS name the DPI saw, if any."""
-        return self.dpi.server_name if self.dpi is not None else None
+        """TLS SNI, HTTP Host or DNS name the DPI saw, else the one inherited, if any."""
+        name = self.dpi.server_name if self.dpi is not None else None
+        return name if name is not None else self.inherited_server_name
 
     @property
     def packets_total(self) -> int:
@@ -256,6 +279,20 @@ class Flow:
             f"server={self.server_ip.hex()}:{self.server_port}, packets={self.packets}, "
             f"role_by={self.role_by!r}, end_reason={self.end_reason!r})"
         )
+
+
+class _Heritage:
+    """What a flow hands to the flow that continues its connection after a timeout split."""
+
+    __slots__ = ("app", "client_ip", "client_port", "role_by", "seq_end", "server_name")
+
+    def __init__(self, flow: Flow) -> None:
+        self.client_ip = flow.client_ip
+        self.client_port = flow.client_port
+        self.role_by = flow.role_by
+        self.app = flow.app
+        self.server_name = flow.server_name
+        self.seq_end = flow._seq_end
 
 
 class FlowTable:
@@ -278,11 +315,13 @@ class FlowTable:
         self._active = limits.active_timeout
         self._grace = min(CLOSE_GRACE, limits.idle_timeout) if close_grace is None else close_grace
         self._window = limits.reasm_window
+        self._pieces = limits.reasm_max_segments
         self._max = limits.max_flows
         # Both ordered by last activity (oldest first), so sweeps stop at the first live flow.
         self._open: OrderedDict[_Key, Flow] = OrderedDict()
         self._closed: OrderedDict[_Key, Flow] = OrderedDict()
         self._next_sweep = float("-inf")
+        self._idle_ended: dict[_Key, _Heritage] = {}  # insertion order = oldest first
         self.last_flow: Flow | None = None
         self.last_direction: Direction = _C2S
         self.flows_started = 0
@@ -305,9 +344,6 @@ class FlowTable:
         """Account one packet to its flow; return the flows that ended meanwhile (swept, split, evicted)."""
         ts = pkt.ts
         ended: list[Flow] = []
-        if ts >= self._next_sweep:
-            self._sweep(ts, ended)
-            self._next_sweep = ts + SWEEP_INTERVAL
         src = pkt.src
         dst = pkt.dst
         sport = pkt.sport
@@ -316,37 +352,75 @@ class FlowTable:
             k: _Key = (pkt.proto, src, sport, dst, dport)
         else:
             k = (pkt.proto, dst, dport, src, sport)
-        inherit: Flow | None = None
+        # The packet's own flow is looked at before the sweep, which would otherwise end it as
+        # idle without asking whether this packet continues its stream.
+        inherit = False
+        split: Flow | None = None
+        syn = pkt.tcp_flags & _SYN_ACK == TCP_SYN
         flow = self._open.get(k)
         if flow is not None:
+            # A new connection (SYN) is checked before the active timeout so that it never
+            # inherits the old connection's roles and application.
             if ts - flow.last_ts >= self._idle:
                 reason = "idle"
+                inherit = not syn and self._continues(flow.client_ip, flow.client_port, flow._seq_end, pkt)
+            elif syn:
+                reason = self._syn_split(flow, pkt)
+                if not reason and ts - flow.first_ts >= self._active:
+                    reason = "active"
+                    inherit = True
             elif ts - flow.first_ts >= self._active:
                 reason = "active"
-                inherit = flow
-            elif pkt.tcp_flags & _SYN_ACK == TCP_SYN and self._is_new_syn(flow, pkt):
-                reason = "rst" if flow.rst_seen else "fin"
+                inherit = True
             else:
                 reason = ""
             if reason:
                 del self._open[k]
-                ended.append(self._end(flow, reason))
+                split = self._end(flow, reason)
                 flow = None
             else:
                 self._open.move_to_end(k)
         else:
             flow = self._closed.get(k)
             if flow is not None:
-                if ts - flow.last_ts >= self._grace or (
-                    pkt.tcp_flags & _SYN_ACK == TCP_SYN and self._is_new_syn(flow, pkt)
-                ):
+                # A closed flow has seen FIN or RST: any SYN is a new connection.
+                if ts - flow.last_ts >= self._grace:
+                    inherit = not syn and self._continues(flow.client_ip, flow.client_port, flow._seq_end, pkt)
+                    end = True
+                elif syn:
+                    end = True
+                elif ts - flow.first_ts >= self._active:
+                    inherit = True
+                    end = True
+                else:
+                    end = False
+                if end:
                     del self._closed[k]
-                    ended.append(self._end(flow, ""))
+                    split = self._end(flow, "")
                     flow = None
                 else:
                     self._closed.move_to_end(k)
+        if ts >= self._next_sweep:
+            # The packet's flow, if kept, is not idle by the same test, so the sweep leaves it.
+            self._sweep(ts, ended)
+            self._next_sweep = ts + SWEEP_INTERVAL
+        heir: _Heritage | None = None
+        if split is not None:
+            ended.append(split)
+            if inherit:
+                heir = _Heritage(split)  # after `_end`: the DPI's decision is final
         if flow is None:
-            flow = self._start(k, pkt, inherit, ended)
+            idle_ended = self._idle_ended
+            if idle_ended:
+                old = idle_ended.pop(k, None)
+                if (
+                    old is not None
+                    and heir is None
+                    and not syn
+                    and self._continues(old.client_ip, old.client_port, old.seq_end, pkt)
+                ):
+                    heir = old
+            flow = self._start(k, pkt, heir, ended)
         d = _C2S if sport == flow.client_port and src == flow.client_ip else _S2C
         self._account(flow, pkt, d)
         self.last_flow = flow
@@ -359,23 +433,48 @@ class FlowTable:
         ended.extend(self._end(f, "end-of-capture") for f in self._open.values())
         self._closed.clear()
         self._open.clear()
+        self._idle_ended.clear()
         self.last_flow = None
         return ended
 
     # -- internals -------------------------------------------------------------------------
 
     @staticmethod
-    def _is_new_syn(flow: Flow, pkt: Packet) -> bool:
-        """A SYN (no ACK) that opens a new connection on a tuple whose connection has finished."""
-        if not (flow.rst_seen or flow.fin_seen[0] or flow.fin_seen[1]):
-            return False
-        retransmitted = (
-            flow._isn is not None
-            and pkt.seq == flow._isn
+    def _syn_split(flow: Flow, pkt: Packet) -> str:
+        """Why a SYN (no ACK) on a live flow starts a new one ("fin", "rst", "reused"), or ""
+        when it is a retransmission of the flow's own SYN."""
+        if flow.rst_seen:
+            return "rst"
+        if flow.fin_seen[0] or flow.fin_seen[1]:
+            return "fin"
+        if (
+            pkt.seq == flow._isn
+            and not flow._data_after_syn
             and pkt.sport == flow.client_port
             and pkt.src == flow.client_ip
-        )
-        return not retransmitted
+        ):
+            return ""
+        return "reused"
+
+    def _continues(self, client_ip: bytes, client_port: int, ends: list[int], pkt: Packet) -> bool:
+        """True when a TCP packet (no SYN) after an idle gap carries on a flow's stream: its
+        sequence number, and its acknowledgement if any, lie within the reassembly window of
+        where each direction stopped (`ends`, the flow's per-direction sequence ends)."""
+        if pkt.proto != PROTO_TCP:
+            return False
+        d = _C2S if pkt.sport == client_port and pkt.src == client_ip else _S2C
+        window = self._window
+        checked = False
+        if ends[d] >= 0:
+            if abs(seq_diff(pkt.seq, ends[d])) > window:
+                return False
+            checked = True
+        other = ends[1 - d]
+        if pkt.tcp_flags & TCP_ACK and other >= 0:
+            if abs(seq_diff(pkt.ack, other)) > window:
+                return False
+            checked = True
+        return checked
 
     def _sweep(self, ts: float, ended: list[Flow]) -> None:
         for table, limit in ((self._open, self._idle), (self._closed, self._grace)):
@@ -385,8 +484,17 @@ class FlowTable:
                     break
                 del table[k]
                 ended.append(self._end(flow, "idle"))
+                if flow.proto == PROTO_TCP:
+                    self._remember_idle(k, flow)
 
-    def _start(self, k: _Key, pkt: Packet, inherit: Flow | None, ended: list[Flow]) -> Flow:
+    def _remember_idle(self, k: _Key, flow: Flow) -> None:
+        """Keep what a later packet continuing this TCP stream would inherit (bounded, oldest out)."""
+        memory = self._idle_ended
+        if len(memory) >= IDLE_MEMORY:
+            del memory[next(iter(memory))]
+        memory[k] = _Heritage(flow)
+
+    def _start(self, k: _Key, pkt: Packet, inherit: _Heritage | None, ended: list[Flow]) -> Flow:
         while len(self._open) + len(self._closed) >= self._max and (self._open or self._closed):
             table = self._closed if self._closed else self._open
             _, old = table.popitem(last=False)
@@ -402,12 +510,20 @@ class FlowTable:
         else:
             cip, cport, sip, sport = pkt.dst, pkt.dport, pkt.src, pkt.sport
         flow = Flow(FlowKey(*k), cip, cport, sip, sport, pkt, role_by, midstream)
+        if inherit is not None:
+            # The old flow has ended (its DPI is finished): its decision is final.
+            flow.inherited_app = inherit.app
+            flow.inherited_server_name = inherit.server_name
         proto = pkt.proto
         if self._dpi_factory is not None:
             if proto in (PROTO_TCP, PROTO_UDP):
                 flow.dpi = self._dpi_factory(DetectContext(proto, cport, sport))
                 if proto == PROTO_TCP:
-                    flow._reasm = [StreamReassembler(self._window), StreamReassembler(self._window)]
+                    window, pieces = self._window, self._pieces
+                    flow._reasm = [
+                        StreamReassembler(window, max_segments=pieces),
+                        StreamReassembler(window, max_segments=pieces),
+                    ]
             elif proto in (PROTO_ICMP, PROTO_ICMPV6):
                 flow.dpi = IcmpSession(proto)
         self._open[k] = flow
@@ -427,8 +543,11 @@ class FlowTable:
         proto = flow.proto
         if proto == PROTO_TCP:
             flags = pkt.tcp_flags
+            flow._seq_end[d] = pkt.seq + n
             if flags & _SYN_FIN_RST or flow._fin_pending:
                 self._tcp_state(flow, pkt, d, flags, n)
+            elif n:
+                flow._data_after_syn = True
             dpi = flow.dpi
             if dpi is not None and not dpi.done and (n or flags & (TCP_SYN | TCP_FIN)):
                 self._feed_stream(flow, dpi, pkt, d, flags)
@@ -466,10 +585,15 @@ class FlowTable:
             if flags & TCP_ACK:
                 if d == _S2C:
                     flow.synack_seen = True
+                    if flow._isn is None:
+                        # The client's SYN was missed: its ISN is what the SYN-ACK acknowledges, less one.
+                        flow._isn = (pkt.ack - 1) & _SEQ_MASK
             else:
                 flow.syn_seen = True
                 if d == _C2S and flow._isn is None:
                     flow._isn = pkt.seq
+        elif n:
+            flow._data_after_syn = True
         if flags & TCP_FIN and flow._fin_seq[d] is None:
             flow.fin_seen[d] = True
             flow._fin_seq[d] = (pkt.seq + n + (1 if flags & TCP_SYN else 0)) & 0xFFFFFFFF

@@ -4,7 +4,9 @@ Sequence numbers are 32-bit and wrap; internally every byte gets an unbounded st
 (0 = first data byte) so that comparisons never wrap. The first copy of any byte wins: a
 retransmission or overlap that carries different bytes is not delivered, it only raises
 `overlap_conflict` (a classic IDS-evasion signal). Out-of-order bytes are buffered up to a
-window; past it the stream skips to the lowest buffered segment and reports a gap.
+window of bytes and a number of pieces (touching pieces are joined while small, so the piece
+cap only bites when many holes separate them); past either, the stream skips to the lowest
+buffered segment and reports a gap.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ _SEQ_HALF = 1 << 31
 # the caller already holds are kept (no copies); it bounds how far back a conflicting
 # retransmission can be noticed.
 HISTORY_BYTES = 16 * 1024
+# Buffered pieces that touch are joined while the result stays this small: it keeps the piece
+# count low for ordinary reordering without copying large buffers again and again.
+MERGE_MAX = 4096
 
 
 def seq_diff(a: int, b: int) -> int:
@@ -50,6 +55,7 @@ class StreamReassembler:
         "_hist",
         "_hist_bytes",
         "_hist_cap",
+        "_max_segments",
         "_next",
         "_pending",
         "_starts",
@@ -63,8 +69,14 @@ class StreamReassembler:
         "started",
     )
 
-    def __init__(self, window: int = DEFAULT_LIMITS.reasm_window, history: int = HISTORY_BYTES) -> None:
+    def __init__(
+        self,
+        window: int = DEFAULT_LIMITS.reasm_window,
+        history: int = HISTORY_BYTES,
+        max_segments: int = DEFAULT_LIMITS.reasm_max_segments,
+    ) -> None:
         self._window = window
+        self._max_segments = max(1, max_segments)
         self._hist_cap = history
         self._next = 0  # sequence number of the next expected data byte
         self._delivered = 0  # stream offset of the next expected data byte
@@ -112,6 +124,11 @@ class StreamReassembler:
     def pending_bytes(self) -> int:
         """Out-of-order bytes currently buffered."""
         return self._pending
+
+    @property
+    def pending_segments(self) -> int:
+        """Out-of-order pieces currently buffered."""
+        return len(self._starts)
 
     @property
     def finished(self) -> bool:
@@ -169,7 +186,9 @@ class StreamReassembler:
         out = self._drain()
         # Only a segment that lands beyond the hole can push the buffer over the window, and
         # such a segment delivers nothing before the hole: `out` is empty at the first skip.
-        while self._pending > self._window:
+        # The piece cap bounds the per-piece overhead and the cost of keeping pieces sorted
+        # (many tiny segments, each behind its own hole, fit easily in the byte window).
+        while self._pending > self._window or len(self._starts) > self._max_segments:
             if out:
                 # Bytes between two holes cannot be returned without hiding the second hole.
                 self.lost_bytes += len(out)
@@ -210,10 +229,23 @@ class StreamReassembler:
         if pos < end:
             fresh.append((pos, data[pos - off :] if pos > off else data))
         for s, d in fresh:
-            j = bisect_right(starts, s)
-            starts.insert(j, s)
-            datas.insert(j, d)
             self._pending += len(d)
+            j = bisect_right(starts, s)
+            if j and starts[j - 1] + len(datas[j - 1]) == s and len(datas[j - 1]) + len(d) <= MERGE_MAX:
+                j -= 1
+                datas[j] += d
+            else:
+                starts.insert(j, s)
+                datas.insert(j, d)
+            k = j + 1
+            if (
+                k < len(starts)
+                and starts[k] == starts[j] + len(datas[j])
+                and len(datas[j]) + len(datas[k]) <= MERGE_MAX
+            ):
+                datas[j] += datas[k]
+                del starts[k]
+                del datas[k]
 
     def _drain(self) -> bytes:
         """Deliver the buffered pieces that now follow the stream without a hole."""

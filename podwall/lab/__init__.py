@@ -1,1 +1,1 @@
-"""The lab: synthetic traffic today; network-namespace pods with real servers later."""
+"""The lab: network-namespace pods with real servers (docs/lab.md), and synthetic traffic for captures."""

@@ -1,57 +1,81 @@
 """Policy evaluation: which groups an endpoint is in, which rule decides a connection, and the mode.
 
-`PolicyEngine` precomputes everything a decision needs once per policy: a membership
-predicate per group, the rules by ID, and an index from (transport, server port) and then
-`to` group to the rules that can apply there, so a decision looks only at the rules towards
-the server's groups on that port rather than at every rule. Group membership is cached per
-endpoint identity (the port and pod name do not change membership, so they are not part of
-the cache key).
+`PolicyEngine` compiles a policy once (`podwall.policy.compile`: entries keyed by group pair,
+transport and port; `podwall.policy.membership`: group and zone resolution) and then decides
+each connection by looking up the entries from the client's groups to the server's groups on
+the server port and taking the first that matches in evaluation order:
 
-Semantics (docs/policy.md has the full reference): user and learned rules, first match by
-ID, disabled rules skipped, no match is the implicit deny (rule 0). Each end's mode is that
-of the workload groups it belongs to (the most restrictive if several); the effective mode
-is the less restrictive of the two ends (NeuVector's mixed-mode rule), or the one end that
-has a mode, or `spec.defaultMode` when neither has.
+    admin tier (Accept / Deny / Pass, by priority) → federated (by ID)
+    → policy-as-code (by priority) → user and learned (first match by ID)
+    → baseline tier (by priority) → the mode default (implicit deny, rule 0)
+
+An admin `pass` rule skips the rest of the admin tier. A rule with `l7` matchers is judged
+per L7 request: each request of the connection is decided on its own, and the connection is
+admitted only when every request is; the first request not admitted decides the verdict.
+When the flow carries no parsed request, rules with `l7` matchers cannot be decided and do
+not match (the explanation says so). Disabled rules never match; staged rules match only in
+the would-be evaluation (`Verdict.staged`), which is computed when the policy has any.
+
+Modes: each end's mode is that of the workload groups (and zones) it belongs to (the most
+restrictive if several). The effective mode is the less restrictive of the two ends
+(NeuVector's mixed-mode rule) or, with `spec.strict`, the more restrictive (each side
+applies its own mode); the one end that has a mode when the other has none; else
+`spec.defaultMode`. An allowing match (allow, accept) is no violation in any mode; a deny or
+no match is a violation that discover allows (a bare no-match there is learned), monitor
+alerts and protect blocks.
+
+Hit counts (`hits`) are kept per rule ID (0: the implicit deny) for enforced verdicts only.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from podwall.core.types import (
-    PROTO_ICMP,
-    PROTO_ICMPV6,
-    PROTO_TCP,
-    PROTO_UDP,
-    Endpoint,
-    Observation,
-    proto_name,
+from podwall.core.types import PROTO_TCP, PROTO_UDP, Endpoint, Observation, proto_name
+from podwall.core.verdict import (
+    ALERT,
+    ALLOW,
+    DENY,
+    LEARN,
+    EndSummary,
+    RequestOutcome,
+    RuleCheck,
+    StagedSummary,
+    TierStep,
+    Verdict,
 )
-from podwall.core.verdict import ALERT, ALLOW, DENY, LEARN, EndSummary, RuleCheck, Verdict
+from podwall.policy.compile import CompiledPolicy, Entry
 from podwall.policy.explain import (
     APP,
     DISABLED,
     FROM,
+    L7,
+    MAX_CONSULTED,
+    MAX_REQUESTS_SHOWN,
     MODE_REASON_CLIENT_ONLY,
     MODE_REASON_DEFAULT,
     MODE_REASON_LESS_RESTRICTIVE,
     MODE_REASON_SAME,
     MODE_REASON_SERVER_ONLY,
+    MODE_REASON_STRICT,
     PORT,
+    STAGED,
     TO,
     build_explanation,
+    near_misses,
     rule_check,
 )
-from podwall.policy.model import MODE_RANK, Criterion, Group, Policy, Rule, parse_address, parse_port_spec
+from podwall.policy.l7match import describe
+from podwall.policy.membership import Membership, Resolver, is_external, is_node
+from podwall.policy.model import MODE_RANK, TIER_ORDER, Policy, Rule
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+__all__ = ["DNS_PORT", "Membership", "PolicyEngine", "is_external", "is_node", "normalize_app"]
 
 DNS_PORT = 53
-_CACHE_MAX = 65536  # endpoint identities kept; the cache is dropped whole when full
+_CACHE_MAX = 65536
 _UNIDENTIFIED = frozenset({"", "unknown"})
+NO_REQUEST = "no L7 request was parsed on this connection, so its l7 matchers cannot be decided"
 
 
 def normalize_app(app: str | None) -> str | None:
@@ -62,177 +86,13 @@ def normalize_app(app: str | None) -> str | None:
     return None if name in _UNIDENTIFIED else name
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    # NeuVector globs know only `*` and `?`; everything else is literal.
-    body = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
-    return re.compile(body, re.DOTALL)
+@dataclass(slots=True)
+class _Walk:
+    """The result of walking the candidates for one request (or the connection without one)."""
 
-
-def _value_test(criterion: Criterion) -> Callable[[str], bool]:
-    """A test on the endpoint's attribute value; for negative ops, the value being excluded."""
-    op, value = criterion.op, criterion.value
-    if op in ("=", "!="):
-        if "*" in value or "?" in value:
-            glob = _glob_regex(value)
-            return lambda v: glob.fullmatch(v) is not None
-        return lambda v: v == value
-    if op == "contains":
-        return lambda v: value in v
-    if op == "prefix":
-        return lambda v: v.startswith(value)
-    rx = re.compile(value)
-    return lambda v: rx.search(v) is not None
-
-
-@dataclass(frozen=True, slots=True)
-class _Facts:
-    """An endpoint's attributes as criteria read them, built once per endpoint identity."""
-
-    ip: IPAddress | None
-    attrs: dict[str, str | None]
-    labels: dict[str, str]
-    ns_labels: dict[str, str]
-
-    def get(self, key: str) -> str | None:
-        if key in self.attrs:
-            return self.attrs[key]
-        if key.startswith("ns:"):
-            return self.ns_labels.get(key[3:])
-        return self.labels.get(key)
-
-
-def _facts(ep: Endpoint) -> _Facts:
-    try:
-        ip: IPAddress | None = ipaddress.ip_address(ep.ip)
-    except ValueError:
-        ip = None
-    return _Facts(
-        ip=ip,
-        attrs={
-            "namespace": ep.namespace,
-            "service": ep.service,
-            "image": ep.image,
-            "node": ep.node,
-            "kind": ep.kind,
-        },
-        labels=dict(ep.labels),
-        ns_labels=dict(ep.ns_labels),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Clause:
-    """All criteria of one key: some positive test must hold (if any) and no negative one."""
-
-    key: str
-    positives: tuple[Callable[[str], bool], ...]
-    negatives: tuple[Callable[[str], bool], ...]
-
-    def holds(self, facts: _Facts) -> bool:
-        value = facts.get(self.key)
-        if value is None:
-            # An absent attribute equals nothing: positive tests fail, negative ones hold.
-            return not self.positives
-        if self.positives and not any(t(value) for t in self.positives):
-            return False
-        return not any(t(value) for t in self.negatives)
-
-
-@dataclass(frozen=True, slots=True)
-class _AddressClause:
-    positives: tuple[Callable[[IPAddress], bool], ...]
-    negatives: tuple[Callable[[IPAddress], bool], ...]
-
-    def holds(self, facts: _Facts) -> bool:
-        ip = facts.ip
-        if ip is None:
-            return not self.positives
-        if self.positives and not any(t(ip) for t in self.positives):
-            return False
-        return not any(t(ip) for t in self.negatives)
-
-
-@dataclass(frozen=True, slots=True)
-class _GroupMatcher:
-    name: str
-    workload_only: bool
-    clauses: tuple[_Clause | _AddressClause, ...]
-    mode: str | None  # None for address groups, which confer no mode
-
-    def matches(self, ep: Endpoint, facts: _Facts) -> bool:
-        if self.workload_only and ep.workload is None:
-            return False
-        return all(c.holds(facts) for c in self.clauses)
-
-
-def _compile_group(group: Group, default_mode: str) -> _GroupMatcher:
-    by_key: dict[str, list[Criterion]] = {}
-    for criterion in group.criteria:
-        by_key.setdefault(criterion.key, []).append(criterion)
-    clauses: list[_Clause | _AddressClause] = []
-    for key, criteria in by_key.items():
-        if key == "address":
-            pos_a = tuple(parse_address(c.value).contains for c in criteria if not c.negative)
-            neg_a = tuple(parse_address(c.value).contains for c in criteria if c.negative)
-            clauses.append(_AddressClause(pos_a, neg_a))
-        else:
-            pos = tuple(_value_test(c) for c in criteria if not c.negative)
-            neg = tuple(_value_test(c) for c in criteria if c.negative)
-            clauses.append(_Clause(key, pos, neg))
-    address = group.is_address_group
-    return _GroupMatcher(
-        name=group.name,
-        workload_only=not address,
-        clauses=tuple(clauses),
-        mode=None if address else (group.mode or default_mode),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Membership:
-    """The groups an endpoint belongs to and the mode they give it."""
-
-    groups: frozenset[str]
-    ordered: tuple[str, ...]  # policy groups in declaration order, then reserved groups
-    mode: str | None
-    mode_group: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _CompiledRule:
-    rule: Rule
-    id: int
-    from_: str
-    to: str
-    apps: frozenset[str] | None  # None: any application
-    deny: bool
-    disabled: bool
-
-
-def is_external(ep: Endpoint) -> bool:
-    """Whether the endpoint is in the reserved `external` group."""
-    return (ep.kind or "").lower() == "external" or ep.group == "external" or "external" in ep.groups
-
-
-def is_node(ep: Endpoint) -> bool:
-    """Whether the endpoint is in the reserved `nodes` group."""
-    return (ep.kind or "").lower() == "node" or ep.group == "nodes" or "nodes" in ep.groups
-
-
-def _membership_key(ep: Endpoint) -> tuple[object, ...]:
-    return (
-        ep.ip,
-        ep.group,
-        ep.workload,
-        ep.namespace,
-        ep.service,
-        ep.kind,
-        ep.node,
-        ep.image,
-        ep.labels,
-        ep.ns_labels,
-        ep.groups,
-    )
+    entry: Entry | None
+    checks: list[tuple[Entry, tuple[str, ...], str | None]]  # failed entries before the decision
+    passes: list[Entry]
 
 
 class PolicyEngine:
@@ -244,101 +104,31 @@ class PolicyEngine:
         self.policy = policy
         self.dns_service_groups = frozenset(dns_service_groups or ())
         self.default_mode: str = policy.spec.defaultMode
-        self._groups = tuple(_compile_group(g, self.default_mode) for g in policy.spec.groups)
+        self.strict: bool = policy.spec.strict
         self.rules: tuple[Rule, ...] = tuple(sorted(policy.spec.rules, key=lambda r: r.id))
         self._by_id = {r.id: r for r in self.rules}
-        self._exact: dict[tuple[int, int], list[_CompiledRule]] = {}
-        self._ranges: dict[int, list[tuple[int, int, _CompiledRule]]] = {}
-        self._icmp: list[_CompiledRule] = []
-        self._any: list[_CompiledRule] = []
-        self._pairs: dict[tuple[str, str], list[_CompiledRule]] = {}
-        for rule in self.rules:
-            self._index(rule)
-        self._port_memo: dict[tuple[int, int], dict[str, tuple[_CompiledRule, ...]]] = {}
-        self._members: dict[tuple[object, ...], Membership] = {}
-
-    def _index(self, rule: Rule) -> None:
-        apps = None if rule.applications == ["any"] else frozenset(rule.applications)
-        cr = _CompiledRule(rule, rule.id, rule.from_, rule.to, apps, rule.action == DENY, rule.disabled)
-        self._pairs.setdefault((cr.from_, cr.to), []).append(cr)
-        for spec in (parse_port_spec(p) for p in rule.ports):
-            if spec.proto is None:
-                self._any.append(cr)
-            elif spec.proto == PROTO_ICMP:
-                self._icmp.append(cr)
-            elif spec.lo == spec.hi:
-                self._exact.setdefault((spec.proto, spec.lo), []).append(cr)
-            else:
-                self._ranges.setdefault(spec.proto, []).append((spec.lo, spec.hi, cr))
+        self.compiled = CompiledPolicy(self.rules)
+        self._resolver = Resolver(list(policy.spec.groups), self.default_mode)
+        self._memo: dict[tuple[int, int, int, int], tuple[Entry, ...]] = {}
+        # The rules an explanation lists depend only on the connection's class (both ends'
+        # groups, transport, port, application) when no L7 request is judged, so they are
+        # computed once per class: explaining stays cheap however many rules are near misses.
+        self._consulted_memo: dict[tuple[object, ...], tuple[list[RuleCheck], int, str]] = {}
+        self.hits: dict[int, int] = {}
 
     # -- lookups ---------------------------------------------------------------------------
 
     def candidates(self, proto: int, port: int) -> tuple[Rule, ...]:
         """The rules whose ports cover (proto, server port), by ID (disabled ones included)."""
-        by_to = self._port_index(proto, port)
-        return tuple(cr.rule for cr in sorted((cr for crs in by_to.values() for cr in crs), key=lambda c: c.id))
+        found = {r.id: r for r in self.rules if any(s.matches(proto, port) for s in r.port_specs)}
+        return tuple(found[i] for i in sorted(found))
 
-    def _port_index(self, proto: int, port: int) -> dict[str, tuple[_CompiledRule, ...]]:
-        """Rules covering (proto, port), by their `to` group, each list sorted by ID (memoised)."""
-        key = (proto, port)
-        found = self._port_memo.get(key)
-        if found is not None:
-            return found
-        pool: dict[int, _CompiledRule] = {cr.id: cr for cr in self._any}
-        if proto in (PROTO_ICMP, PROTO_ICMPV6):
-            pool.update((cr.id, cr) for cr in self._icmp)
-        elif proto in (PROTO_TCP, PROTO_UDP):
-            pool.update((cr.id, cr) for cr in self._exact.get(key, ()))
-            pool.update((cr.id, cr) for lo, hi, cr in self._ranges.get(proto, ()) if lo <= port <= hi)
-        grouped: dict[str, list[_CompiledRule]] = {}
-        for rule_id in sorted(pool):
-            grouped.setdefault(pool[rule_id].to, []).append(pool[rule_id])
-        found = {to: tuple(crs) for to, crs in grouped.items()}
-        if len(self._port_memo) >= _CACHE_MAX:
-            self._port_memo.clear()
-        self._port_memo[key] = found
-        return found
-
-    def _candidates(self, proto: int, port: int, server: Membership) -> tuple[_CompiledRule, ...]:
-        # Only rules towards one of the server's groups can match; on a busy port such as 80
-        # that is a handful of rules however large the policy.
-        by_to = self._port_index(proto, port)
-        lists = [by_to[g] for g in server.ordered if g in by_to]
-        if not lists:
-            return ()
-        if len(lists) == 1:
-            return lists[0]
-        return tuple(sorted((cr for crs in lists for cr in crs), key=lambda c: c.id))
-
-    def membership(self, endpoint: Endpoint) -> Membership:
-        """Groups and mode of an endpoint (cached per endpoint identity)."""
-        key = _membership_key(endpoint)
-        found = self._members.get(key)
-        if found is not None:
-            return found
-        facts = _facts(endpoint)
-        names: list[str] = []
-        mode: str | None = None
-        mode_group: str | None = None
-        for g in self._groups:
-            if g.matches(endpoint, facts):
-                names.append(g.name)
-                if g.mode is not None and (mode is None or MODE_RANK[g.mode] > MODE_RANK[mode]):
-                    mode, mode_group = g.mode, g.name
-        if is_external(endpoint):
-            names.append("external")
-        if is_node(endpoint):
-            names.append("nodes")
-        if endpoint.workload is not None:
-            names.append("containers")
-        found = Membership(frozenset(names), tuple(names), mode, mode_group)
-        if len(self._members) >= _CACHE_MAX:
-            self._members.clear()
-        self._members[key] = found
-        return found
+    def membership(self, endpoint: Endpoint, server_name: str | None = None) -> Membership:
+        """Groups, zones and mode of an endpoint (cached per endpoint identity)."""
+        return self._resolver.resolve(endpoint, server_name)
 
     def member_groups(self, endpoint: Endpoint) -> list[str]:
-        """Every group the endpoint is in: policy groups in declaration order, then reserved ones."""
+        """Every group the endpoint is in: policy groups and zones in declaration order, then reserved ones."""
         return list(self.membership(endpoint).ordered)
 
     def group_of_mode(self, endpoint: Endpoint) -> str | None:
@@ -350,11 +140,21 @@ class PolicyEngine:
     def rule(self, rule_id: int) -> Rule | None:
         return self._by_id.get(rule_id)
 
+    def hit_counts(self) -> dict[int, int]:
+        """Enforced decisions per rule ID so far (0 is the implicit deny)."""
+        return dict(self.hits)
+
+    def reset_hits(self) -> None:
+        self.hits.clear()
+
     # -- decisions -------------------------------------------------------------------------
 
     def effective_mode(self, client_mode: str | None, server_mode: str | None) -> tuple[str, str]:
         """The mode that decides, and why (see module docstring)."""
         if client_mode is not None and server_mode is not None:
+            if self.strict:
+                more = client_mode if MODE_RANK[client_mode] >= MODE_RANK[server_mode] else server_mode
+                return more, MODE_REASON_STRICT
             if client_mode == server_mode:
                 return client_mode, MODE_REASON_SAME
             less = client_mode if MODE_RANK[client_mode] < MODE_RANK[server_mode] else server_mode
@@ -365,45 +165,101 @@ class PolicyEngine:
             return server_mode, MODE_REASON_SERVER_ONLY
         return self.default_mode, MODE_REASON_DEFAULT
 
-    def evaluate(self, obs: Observation) -> Verdict:
-        """Decide one connection: first matching rule by ID, else the implicit deny; then the mode."""
-        cm = self.membership(obs.client)
-        sm = self.membership(obs.server)
+    def _candidates(self, cm: Membership, sm: Membership, proto: int, port: int) -> tuple[Entry, ...]:
+        key = (cm.token, sm.token, proto, port)
+        found = self._memo.get(key)
+        if found is None:
+            found = self.compiled.candidates(cm.ordered, sm.ordered, proto, port)
+            if len(self._memo) >= _CACHE_MAX:
+                self._memo.clear()
+            self._memo[key] = found
+        return found
+
+    def _app(self, obs: Observation, sm: Membership) -> str | None:
         app = normalize_app(obs.app)
-        transport = proto_name(obs.proto)
-        port = obs.server_port
         if (
             app is None
-            and port == DNS_PORT
+            and obs.server_port == DNS_PORT
             and self.dns_service_groups
             and obs.proto in (PROTO_TCP, PROTO_UDP)
             and (obs.server.group in self.dns_service_groups or not self.dns_service_groups.isdisjoint(sm.groups))
         ):
-            app = "dns"
-        consulted: list[RuleCheck] = []
-        matched: _CompiledRule | None = None
-        seen: set[int] = set()
-        for cr in self._candidates(obs.proto, port, sm):
-            failed = self._failed(cr, cm, sm, app)
-            if not failed:
-                matched = cr
-                break
-            seen.add(cr.id)
-            consulted.append(rule_check(cr.rule, failed, transport, port, app))
-        if matched is None or matched.deny:
-            # Rules written for these very groups that missed on the port explain most denials.
-            limit = matched.id if matched is not None else None
-            for f in cm.ordered:
-                for t in sm.ordered:
-                    for cr in self._pairs.get((f, t), ()):
-                        if cr.id not in seen and (limit is None or cr.id < limit):
-                            seen.add(cr.id)
-                            failed = self._failed(cr, cm, sm, app, port_ok=False)
-                            consulted.append(rule_check(cr.rule, failed, transport, port, app))
-            consulted.sort(key=lambda c: c.rule_id)
+            return "dns"
+        return app
+
+    @staticmethod
+    def _walk(
+        cands: tuple[Entry, ...], app: str | None, req: Mapping[str, object] | None, staged: bool, explain: bool
+    ) -> _Walk:
+        checks: list[tuple[Entry, tuple[str, ...], str | None]] = []
+        passes: list[Entry] = []
+        skip_admin = False
+        for e in cands:
+            if skip_admin and e.tier == "admin":
+                continue
+            failed: tuple[str, ...] = ()
+            why: str | None = None
+            if e.staged and not staged:
+                failed += (STAGED,)
+            if e.disabled:
+                failed += (DISABLED,)
+            if e.apps is not None and (app is None or app not in e.apps):
+                failed += (APP,)
+            if not failed and e.l7 is not None:
+                why = NO_REQUEST if req is None else e.l7.why_not(req)
+                if why is not None:
+                    failed = (L7,)
+            if failed:
+                if explain:
+                    checks.append((e, failed, why))
+                continue
+            if e.action == "pass":
+                passes.append(e)
+                skip_admin = True
+                continue
+            return _Walk(e, checks, passes)
+        return _Walk(None, checks, passes)
+
+    def evaluate(self, obs: Observation) -> Verdict:
+        """Decide one connection (see module docstring); the verdict carries its explanation."""
+        cm = self.membership(obs.client)
+        sm = self.membership(obs.server, obs.server_name)
+        app = self._app(obs, sm)
+        cands = self._candidates(cm, sm, obs.proto, obs.server_port)
+        staged: Verdict | None = None
+        if self.compiled.has_staged:
+            staged = self._decide(obs, cm, sm, app, cands, staged=True, would_be=None)
+        return self._decide(obs, cm, sm, app, cands, staged=False, would_be=staged)
+
+    def _decide(
+        self,
+        obs: Observation,
+        cm: Membership,
+        sm: Membership,
+        app: str | None,
+        cands: tuple[Entry, ...],
+        *,
+        staged: bool,
+        would_be: Verdict | None,
+    ) -> Verdict:
+        requests = obs.requests
+        per_request = bool(requests) and any(e.l7 is not None for e in cands)
+        outcomes: list[RequestOutcome] = []
+        if per_request:
+            walks = [self._walk(cands, app, req, staged, True) for req in requests]
+            decisive = next((w for w in walks if w.entry is None or not w.entry.allows), walks[0])
+            for i, (req, w) in enumerate(zip(requests, walks, strict=True)):
+                if i >= MAX_REQUESTS_SHOWN and len(outcomes) >= MAX_REQUESTS_SHOWN:
+                    break
+                outcomes.append(_outcome(i, req, w))
+            decided = {w.entry.rule.id if w.entry is not None else 0 for w in walks}
+        else:
+            decisive = self._walk(cands, app, None, staged, True)
+            decided = {decisive.entry.rule.id if decisive.entry is not None else 0}
+        matched = decisive.entry
 
         effective, reason = self.effective_mode(cm.mode, sm.mode)
-        if matched is not None and not matched.deny:
+        if matched is not None and matched.allows:
             action, violation = ALLOW, False
         elif effective == "discover":
             # Discover mode never blocks; an explicit deny is still a violation worth recording.
@@ -414,6 +270,31 @@ class PolicyEngine:
             action, violation = DENY, True
 
         rule = matched.rule if matched is not None else None
+        hits: int | None = None
+        if not staged:
+            for rule_id in decided:
+                self.hits[rule_id] = self.hits.get(rule_id, 0) + 1
+            hits = self.hits.get(rule.id if rule is not None else 0)
+
+        transport = proto_name(obs.proto)
+        port = obs.server_port
+        if per_request:
+            consulted, total = self._consulted(decisive, matched, cm, sm, obs.proto, port, app, transport)
+            near = near_misses(consulted, total)
+        else:
+            key = (cm.token, sm.token, obs.proto, port, app, staged)
+            memo = self._consulted_memo.get(key)
+            if memo is None:
+                listed, counted = self._consulted(decisive, matched, cm, sm, obs.proto, port, app, transport)
+                memo = (listed, counted, near_misses(listed, counted))
+                if len(self._consulted_memo) >= _CACHE_MAX:
+                    self._consulted_memo.clear()
+                self._consulted_memo[key] = memo
+            consulted, total, near = memo
+        summary = None
+        if would_be is not None:
+            differs = would_be.action != action or would_be.rule_id != (rule.id if rule is not None else 0)
+            summary = StagedSummary(would_be.action, would_be.violation, would_be.rule_id, would_be.rule_name, differs)
         explanation = build_explanation(
             client=EndSummary(obs.client.group, obs.client.ip, obs.client.port, cm.ordered, cm.mode, cm.mode_group),
             server=EndSummary(obs.server.group, obs.server.ip, port, sm.ordered, sm.mode, sm.mode_group),
@@ -421,11 +302,20 @@ class PolicyEngine:
             port=port,
             app=app,
             consulted=consulted,
+            consulted_total=total,
             deciding=rule,
             effective_mode=effective,
             mode_reason=reason,
             action=action,
             violation=violation,
+            tiers=_tiers(decisive, cands, matched),
+            requests=outcomes,
+            requests_total=len(requests) if per_request else 0,
+            hits=hits,
+            staged=summary,
+            staged_only=staged,
+            strict=self.strict,
+            near_text=near,
         )
         return Verdict(
             action=action,
@@ -439,21 +329,128 @@ class PolicyEngine:
             client_groups=cm.ordered,
             server_groups=sm.ordered,
             explanation=explanation,
+            staged=would_be,
         )
 
-    @staticmethod
-    def _failed(
-        cr: _CompiledRule, cm: Membership, sm: Membership, app: str | None, port_ok: bool = True
-    ) -> tuple[str, ...]:
-        failed: list[str] = []
-        if cr.disabled:
-            failed.append(DISABLED)
-        if not port_ok:
-            failed.append(PORT)
-        if cr.from_ not in cm.groups:
-            failed.append(FROM)
-        if cr.to not in sm.groups:
-            failed.append(TO)
-        if cr.apps is not None and (app is None or app not in cr.apps):
-            failed.append(APP)
-        return tuple(failed)
+    def _consulted(
+        self,
+        walk: _Walk,
+        matched: Entry | None,
+        cm: Membership,
+        sm: Membership,
+        proto: int,
+        port: int,
+        app: str | None,
+        transport: str,
+    ) -> tuple[list[RuleCheck], int]:
+        """The rules an explanation lists (the first MAX_CONSULTED in order) and how many there were.
+
+        Besides the candidates that failed, rules towards the server's groups on this port from
+        other groups (failed `from`) are near misses; for a denial, rules between these very
+        groups on other ports (failed `port`) too.
+        """
+        limit = matched.order if matched is not None else None
+        seen: set[int] = set()
+        items: list[tuple[int, RuleCheck]] = []
+        for e, failed, why in walk.checks:
+            if e.rule.id not in seen:
+                seen.add(e.rule.id)
+                items.append((e.order, rule_check(e.rule, failed, transport, port, app, why)))
+        for e in walk.passes:
+            seen.add(e.rule.id)
+            items.append((e.order, rule_check(e.rule, (), transport, port, app)))
+        total_towards = self.compiled.count_towards(sm.ordered, proto, port, limit)
+        walked_before = sum(1 for e, _, _ in walk.checks if limit is None or e.order < limit) + len(walk.passes)
+        near_total = max(0, total_towards - walked_before)
+        budget = MAX_CONSULTED
+        for entries in self.compiled.towards(sm.ordered, proto, port):
+            taken = 0
+            for e in entries:
+                if limit is not None and e.order >= limit:
+                    break
+                if e.rule.id in seen or e.from_ in cm.groups:
+                    continue
+                seen.add(e.rule.id)
+                items.append((e.order, rule_check(e.rule, _failed(e, cm, sm, app), transport, port, app)))
+                taken += 1
+                if taken >= budget:
+                    break
+        extra = 0
+        if matched is None or not matched.allows:
+            # Rules written for these very groups that missed on the port explain most denials.
+            for f in cm.ordered:
+                for t in sm.ordered:
+                    for e in self.compiled.between(f, t):
+                        if limit is not None and e.order >= limit:
+                            break
+                        if e.rule.id in seen:
+                            continue
+                        seen.add(e.rule.id)
+                        extra += 1
+                        if extra <= budget:
+                            failed = _failed(e, cm, sm, app, port_ok=False)
+                            items.append((e.order, rule_check(e.rule, failed, transport, port, app)))
+        items.sort(key=lambda item: item[0])
+        listed = [c for _, c in items]
+        total = len(walk.checks) + len(walk.passes) + near_total + extra
+        return listed, max(total, len(listed))
+
+
+def _failed(e: Entry, cm: Membership, sm: Membership, app: str | None, port_ok: bool = True) -> tuple[str, ...]:
+    failed: list[str] = []
+    if e.disabled:
+        failed.append(DISABLED)
+    if not port_ok:
+        failed.append(PORT)
+    if e.from_ not in cm.groups:
+        failed.append(FROM)
+    if e.to not in sm.groups:
+        failed.append(TO)
+    if e.apps is not None and (app is None or app not in e.apps):
+        failed.append(APP)
+    return tuple(failed)
+
+
+def _outcome(index: int, req: Mapping[str, object], walk: _Walk) -> RequestOutcome:
+    e = walk.entry
+    allowed = e is not None and e.allows
+    reason: str | None = None
+    if not allowed:
+        l7_misses = [why for _, failed, why in walk.checks if L7 in failed and why]
+        if e is None:
+            reason = l7_misses[0] if l7_misses else "no rule covers it"
+        else:
+            reason = f"it matches deny rule {e.rule.id}"
+    return RequestOutcome(
+        index=index,
+        protocol=str(req.get("protocol")),
+        summary=describe(req),
+        rule_id=e.rule.id if e is not None else 0,
+        rule_name=e.rule.name if e is not None else None,
+        allowed=allowed,
+        reason=reason,
+    )
+
+
+def _tiers(walk: _Walk, cands: Sequence[Entry], matched: Entry | None) -> list[TierStep]:
+    counts: dict[str, int] = {}
+    for e, _, _ in walk.checks:
+        counts[e.tier] = counts.get(e.tier, 0) + 1
+    for e in walk.passes:
+        counts[e.tier] = counts.get(e.tier, 0) + 1
+    if matched is not None:
+        counts[matched.tier] = counts.get(matched.tier, 0) + 1
+    steps: list[TierStep] = []
+    passed = {e.tier: e.rule.id for e in walk.passes}
+    for tier in TIER_ORDER:
+        if tier not in counts:
+            continue
+        if matched is not None and tier == matched.tier:
+            steps.append(TierStep(tier, counts[tier], "matched", matched.rule.id))
+            return steps
+        if tier in passed:
+            steps.append(TierStep(tier, counts[tier], "passed", passed[tier]))
+        else:
+            steps.append(TierStep(tier, counts[tier], "no match"))
+    steps.append(TierStep("default", 0, "default", 0))
+    return steps

@@ -1,4 +1,4 @@
-"""The policy model: groups selected by criteria, rules between groups, and per-group modes.
+"""The policy model: groups and zones, rules between them (tiers, priorities, L7 matchers), modes.
 
 Everything a policy file can say is validated here (pydantic v2, unknown fields rejected),
 so that the evaluator, compiler and exporters can trust what they receive. Field-level
@@ -50,6 +50,30 @@ NS_LABEL_PREFIX = "ns:"
 
 USER_IDS = (1, 9999)
 LEARNED_IDS = (10001, 99999)
+FEDERATED_IDS = (100001, 109999)
+POLICY_AS_CODE_IDS = (110001, 119999)
+
+Origin = Literal["user", "learned", "federated", "policy-as-code"]
+ORIGINS: tuple[str, ...] = ("user", "learned", "federated", "policy-as-code")
+ID_RANGES: dict[str, tuple[int, int]] = {
+    "user": USER_IDS,
+    "learned": LEARNED_IDS,
+    "federated": FEDERATED_IDS,
+    "policy-as-code": POLICY_AS_CODE_IDS,
+}
+
+# Tiers, in evaluation order (docs/policy.md, "Evaluation order"). `tier` on a rule places it
+# in the admin or baseline tier; rules without one sit in the tier their origin implies.
+Tier = Literal["admin", "baseline"]
+TIER_ORDER: tuple[str, ...] = ("admin", "federated", "policy-as-code", "main", "baseline")
+TIER_RANK: dict[str, int] = {name: i for i, name in enumerate(TIER_ORDER)}
+# Actions each tier accepts (files may write them in any case, e.g. Accept, Pass).
+TIER_ACTIONS: dict[str, tuple[str, ...]] = {
+    "admin": ("accept", "deny", "pass"),
+    "baseline": ("allow", "deny"),
+    "main": ("allow", "deny"),
+}
+MAX_PRIORITY = 1_000_000
 
 MAX_VALUE_LEN = 1024  # bounds regex compile cost and keeps files reviewable
 MAX_NAME_LEN = 253
@@ -177,8 +201,8 @@ GroupName = Annotated[str, AfterValidator(check_group_name)]
 class AddressSpec:
     """A parsed `address` criterion value: a network (IP or CIDR), an inclusive range, or a hostname.
 
-    Hostnames (`db.example.com`, `*.example.com`) need DNS information to match, which policy
-    evaluation does not have yet, so they never match an IP address.
+    Hostnames (`db.example.com`, `*.example.com`) never match an IP address: they match the
+    server name a flow carries (TLS SNI, HTTP Host), see `matches_name`.
     """
 
     text: str
@@ -196,6 +220,32 @@ class AddressSpec:
         if self.network is not None:
             return ip in self.network
         return self.first <= int(ip) <= self.last
+
+    def matches_name(self, name: str) -> bool:
+        """Whether a server name (lower case, no trailing dot) is this hostname or under `*.domain`."""
+        if self.hostname is None:
+            return False
+        return name_matches(self.hostname, name)
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """DNS-style wildcard test: `*.example.com` matches any name below example.com (not the
+    domain itself); anything else matches exactly. Both sides compare case-insensitively."""
+    pattern = pattern.lower().rstrip(".")
+    name = name.lower().rstrip(".")
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:]) and len(name) > len(pattern) - 1
+    return name == pattern
+
+
+def check_name_pattern(text: str) -> str:
+    """A hostname or `*.domain` pattern as L7 matchers store it (lower case); ValueError if invalid."""
+    value = text.strip().lower().rstrip(".")
+    if value == "*" or (_HOSTNAME_RE.match(value) and "*" not in value[2:]):
+        return value
+    raise ValueError(f"invalid name {text!r}: expected a hostname such as api.example.com or a wildcard *.example.com")
 
 
 def parse_address(text: str) -> AddressSpec:
@@ -291,17 +341,45 @@ class Criterion(_Model):
         return f"{self.key} {self.op} {self.value}"
 
 
-class Group(_Model):
-    """A named set of endpoints: a workload group (labels, service, ...) or an address group.
+class SensorSetting(_Model):
+    """One DLP or WAF sensor attached to a group, NeuVector-shaped: its name and what a hit does."""
 
-    `mode` is the group's policy mode (None: the policy's `spec.defaultMode`). Address groups
-    (only `address` criteria) have no mode: they may be any endpoint, so the mode is decided by
-    the workload at the other end.
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LEN)]
+    action: Literal["allow", "deny"] = "deny"
+
+
+class SensorConfig(_Model):
+    """A group's `dlp` or `waf` block (`status` on or off, the sensors); carried, enforced by inspect/."""
+
+    status: StrictBool = False
+    settings: list[SensorSetting] = Field(default_factory=list)
+
+    @field_validator("settings")
+    @classmethod
+    def _unique(cls, settings: list[SensorSetting]) -> list[SensorSetting]:
+        names = [s.name for s in settings]
+        dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if dup is not None:
+            raise ValueError(f"sensor {dup!r} is listed twice")
+        return settings
+
+
+class Group(_Model):
+    """A named set of endpoints: a workload group, an address group, or a zone.
+
+    A workload or address group has `criteria`; a zone (e.g. `zone.cde`) has `members`, the
+    names of other groups or zones, and contains every endpoint of any member. `mode` is the
+    group's policy mode (None: the policy's `spec.defaultMode` for a workload group; no mode
+    of its own for a zone). Address groups have no mode: they may be any endpoint, so the mode
+    is decided by the workload at the other end. `dlp` and `waf` are carried for inspect/.
     """
 
     name: GroupName
-    criteria: list[Criterion] = Field(min_length=1)
+    criteria: list[Criterion] = Field(default_factory=list)
+    members: list[GroupName] = Field(default_factory=list)
     mode: Mode | None = None
+    dlp: SensorConfig | None = None
+    waf: SensorConfig | None = None
     comment: Annotated[str, Field(max_length=MAX_TEXT_LEN)] | None = None
 
     @field_validator("criteria")
@@ -313,6 +391,14 @@ class Group(_Model):
             raise ValueError(f"a group selects either addresses or workloads, not both (address with {others})")
         return criteria
 
+    @field_validator("members")
+    @classmethod
+    def _members(cls, members: list[str]) -> list[str]:
+        dup = next((m for i, m in enumerate(members) if m in members[:i]), None)
+        if dup is not None:
+            raise ValueError(f"member {dup!r} is listed twice")
+        return members
+
     @field_validator("mode")
     @classmethod
     def _mode(cls, mode: str | None, info: ValidationInfo) -> str | None:
@@ -321,9 +407,158 @@ class Group(_Model):
             raise ValueError("address groups have no mode: the mode of the workload at the other end applies")
         return mode
 
+    @model_validator(mode="after")
+    def _shape(self) -> Group:
+        if self.criteria and self.members:
+            raise ValueError("a group has either criteria (a group) or members (a zone), not both")
+        if not self.criteria and not self.members:
+            raise ValueError("a group needs criteria, or members to make it a zone")
+        if self.name in self.members:
+            raise ValueError(f"zone {self.name!r} cannot be a member of itself")
+        return self
+
+    @property
+    def is_zone(self) -> bool:
+        return bool(self.members)
+
     @property
     def is_address_group(self) -> bool:
-        return all(c.key == "address" for c in self.criteria)
+        return bool(self.criteria) and all(c.key == "address" for c in self.criteria)
+
+
+# ---------------------------------------------------------------------------------------------
+# L7 matchers
+
+
+def _check_regex(value: str) -> str:
+    if len(value) > MAX_VALUE_LEN:
+        raise ValueError(f"regular expression is longer than {MAX_VALUE_LEN} characters")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
+def _check_method(text: str) -> str:
+    value = text.strip().upper()
+    if not value or not value.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"invalid method {text!r}")
+    return value
+
+
+def _check_token(text: str) -> str:
+    value = text.strip()
+    if not value or len(value) > MAX_NAME_LEN or any(ch.isspace() for ch in value):
+        raise ValueError(f"invalid name {text!r}: expected a non-empty word without spaces")
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_check_regex)]
+NamePattern = Annotated[str, AfterValidator(check_name_pattern)]
+Method = Annotated[str, AfterValidator(_check_method)]
+Token = Annotated[str, AfterValidator(_check_token)]
+SqlKind = Literal["select", "insert", "update", "delete", "ddl", "other"]
+SQL_KINDS: tuple[str, ...] = ("select", "insert", "update", "delete", "ddl", "other")
+
+
+class PathMatch(_Model):
+    """An HTTP path test: exactly one of `exact`, `prefix` or `regex` (full match)."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: Regex | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PathMatch:
+        given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a path matcher takes exactly one of exact, prefix or regex")
+        return self
+
+
+class HeaderMatch(_Model):
+    """An HTTP header test: `name` present, equal to `value`, or fully matching `regex`."""
+
+    name: Token
+    value: str | None = None
+    regex: Regex | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> HeaderMatch:
+        if self.value is not None and self.regex is not None:
+            raise ValueError("a header matcher takes value or regex, not both")
+        return self
+
+
+class HttpMatch(_Model):
+    """HTTP requests: method in `methods`, path matching one of `paths`, host one of `hosts`
+    (wildcards `*.domain`), and every header test in `headers`. Empty lists do not constrain."""
+
+    methods: list[Method] = Field(default_factory=list)
+    paths: list[PathMatch] = Field(default_factory=list)
+    hosts: list[NamePattern] = Field(default_factory=list)
+    headers: list[HeaderMatch] = Field(default_factory=list)
+
+
+class GrpcMatch(_Model):
+    """gRPC calls: service (`pkg.Service`) one of `services`, method name one of `methods`."""
+
+    services: list[Token] = Field(default_factory=list)
+    methods: list[Token] = Field(default_factory=list)
+
+
+class DnsMatch(_Model):
+    """DNS queries whose name is one of `names` (wildcards `*.domain`)."""
+
+    names: list[NamePattern] = Field(default_factory=list)
+
+
+class RedisMatch(_Model):
+    """Redis commands (case-insensitive) in `commands`."""
+
+    commands: list[Method] = Field(default_factory=list)
+
+
+class SqlMatch(_Model):
+    """MySQL/PostgreSQL statements whose kind is in `kinds`."""
+
+    kinds: list[SqlKind] = Field(default_factory=list)
+
+
+class TlsMatch(_Model):
+    """TLS handshakes whose SNI is one of `sni` (wildcards `*.domain`)."""
+
+    sni: list[NamePattern] = Field(default_factory=list)
+
+
+L7_PROTOCOLS: tuple[str, ...] = ("http", "grpc", "dns", "redis", "sql", "tls")
+
+
+class L7Match(_Model):
+    """A rule's `l7` block: one section per protocol; a request is admitted when the section of
+    its protocol exists and holds for it (see docs/policy.md, "L7 matchers")."""
+
+    http: HttpMatch | None = None
+    grpc: GrpcMatch | None = None
+    dns: DnsMatch | None = None
+    redis: RedisMatch | None = None
+    sql: SqlMatch | None = None
+    tls: TlsMatch | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> L7Match:
+        if all(getattr(self, k) is None for k in L7_PROTOCOLS):
+            raise ValueError(f"l7 needs at least one of {', '.join(L7_PROTOCOLS)}")
+        return self
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        return tuple(k for k in L7_PROTOCOLS if getattr(self, k) is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
 
 
 def id_problem(rule_id: int) -> str | None:
@@ -332,26 +567,39 @@ def id_problem(rule_id: int) -> str | None:
         return "rule ID 0 is reserved for the implicit deny"
     if rule_id < 0:
         return f"rule ID {rule_id} is negative"
-    if USER_IDS[0] <= rule_id <= USER_IDS[1] or LEARNED_IDS[0] <= rule_id <= LEARNED_IDS[1]:
+    if any(lo <= rule_id <= hi for lo, hi in ID_RANGES.values()):
         return None
-    if rule_id > LEARNED_IDS[1]:
-        return (
-            f"rule ID {rule_id} is above 99999: federated (100001-109999) and policy-as-code "
-            "(110001-119999) rules are not supported here"
-        )
-    return f"rule ID {rule_id} is in no range: user rules take 1-9999, learned rules 10001-99999"
+    return (
+        f"rule ID {rule_id} is in no range: user rules take 1-9999, learned 10001-99999, "
+        "federated 100001-109999, policy-as-code 110001-119999"
+    )
 
 
-def origin_of(rule_id: int) -> Literal["user", "learned"]:
-    """The origin an ID's range implies (user for 1-9999, learned for 10001-99999)."""
-    return "learned" if rule_id >= LEARNED_IDS[0] else "user"
+def origin_of(rule_id: int) -> Origin:
+    """The origin an ID's range implies (user when the ID is in no range)."""
+    for origin, (lo, hi) in ID_RANGES.items():
+        if lo <= rule_id <= hi:
+            return origin  # type: ignore[return-value]
+    return "user"
+
+
+def tier_of(rule: Rule) -> str:
+    """The tier a rule is evaluated in: admin, federated, policy-as-code, main or baseline."""
+    if rule.tier is not None:
+        return rule.tier
+    if rule.origin in ("federated", "policy-as-code"):
+        return rule.origin
+    return "main"
 
 
 class Rule(_Model):
-    """A connection rule: `from` group to `to` group on ports with applications, allow or deny.
+    """A connection rule: `from` group to `to` group on ports with applications and L7 matchers.
 
     Python code uses `from_`; files and dumps use `from`. `origin` defaults to what the ID
-    range implies and must agree with it.
+    range implies and must agree with it. `tier` puts the rule in the admin tier (actions
+    accept, deny, pass) or the baseline tier (allow, deny); `priority` orders the admin,
+    baseline and policy-as-code tiers (lower first, then by ID). `staged` rules are evaluated
+    for the would-be verdict only. Hit counts are runtime state, kept by the engine.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
@@ -362,19 +610,30 @@ class Rule(_Model):
     to: GroupName
     ports: list[PortText] = Field(default_factory=lambda: ["any"], min_length=1)
     applications: list[AppName] = Field(default_factory=lambda: ["any"], min_length=1)
-    action: Literal["allow", "deny"] = "allow"
-    origin: Literal["user", "learned"] = "user"
+    l7: L7Match | None = None
+    action: Literal["allow", "deny", "accept", "pass"] = "allow"
+    tier: Tier | None = None
+    priority: StrictInt | None = None
+    origin: Origin = "user"
     disabled: StrictBool = False
+    staged: StrictBool = False
     comment: Annotated[str, Field(max_length=MAX_TEXT_LEN)] | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _default_origin(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "origin" not in data:
-            rule_id = data.get("id")
+    def _defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        if "origin" not in out:
+            rule_id = out.get("id")
             if isinstance(rule_id, int) and not isinstance(rule_id, bool):
-                return {**data, "origin": origin_of(rule_id)}
-        return data
+                out["origin"] = origin_of(rule_id)
+        action = out.get("action")
+        if isinstance(action, str):
+            # Kubernetes writes Accept, Deny, Pass; NeuVector allow, deny.
+            out["action"] = action.strip().lower()
+        return out
 
     @field_validator("id")
     @classmethod
@@ -405,9 +664,30 @@ class Rule(_Model):
     def _origin(cls, origin: str, info: ValidationInfo) -> str:
         rule_id = info.data.get("id")
         if isinstance(rule_id, int) and origin != origin_of(rule_id):
-            expected = "1-9999" if origin == "user" else "10001-99999"
-            raise ValueError(f"origin {origin} needs an ID in {expected}, but the rule's ID is {rule_id}")
+            lo, hi = ID_RANGES[origin]
+            raise ValueError(f"origin {origin} needs an ID in {lo}-{hi}, but the rule's ID is {rule_id}")
         return origin
+
+    @field_validator("priority")
+    @classmethod
+    def _priority_range(cls, priority: int | None) -> int | None:
+        if priority is not None and not 0 <= priority <= MAX_PRIORITY:
+            raise ValueError(f"priority {priority} is out of range 0-{MAX_PRIORITY}")
+        return priority
+
+    @model_validator(mode="after")
+    def _tier_fields(self) -> Rule:
+        tier = self.tier or "main"
+        allowed = TIER_ACTIONS[tier]
+        if self.action not in allowed:
+            where = {"admin": "admin-tier rules", "baseline": "baseline-tier rules", "main": "rules without a tier"}
+            raise ValueError(f"action {self.action!r} is not valid for {where[tier]}: expected {', '.join(allowed)}")
+        if self.priority is not None and self.tier is None and self.origin != "policy-as-code":
+            raise ValueError(
+                "priority orders only admin, baseline and policy-as-code rules; "
+                f"{self.origin} rules are evaluated by ID"
+            )
+        return self
 
     @property
     def port_specs(self) -> tuple[PortSpec, ...]:
@@ -417,6 +697,11 @@ class Rule(_Model):
     def any_application(self) -> bool:
         return self.applications == ["any"]
 
+    @property
+    def allows(self) -> bool:
+        """Whether a match admits the connection (allow or accept)."""
+        return self.action in ("allow", "accept")
+
 
 class Metadata(_Model):
     """Policy metadata: its name."""
@@ -425,11 +710,38 @@ class Metadata(_Model):
 
 
 class PolicySpec(_Model):
-    """The policy's content: default mode, groups and rules."""
+    """The policy's content: default mode, groups (and zones) and rules.
+
+    `strict`: each end applies its own mode (the more restrictive decides) instead of
+    NeuVector's mixed-mode rule. `staged: true` in input is a shorthand that marks every rule
+    of the spec staged; it is folded into the rules and not kept.
+    """
 
     defaultMode: Mode = "discover"  # the file's field name
+    strict: StrictBool = False
     groups: list[Group] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_staged(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "staged" in data:
+            out = dict(data)
+            staged = out.pop("staged")
+            if not isinstance(staged, bool):
+                raise ValueError("staged must be true or false")
+            if staged:
+                out["rules"] = [_staged(r) for r in out.get("rules") or []]
+            return out
+        return data
+
+
+def _staged(rule: Any) -> Any:
+    if isinstance(rule, Rule):
+        return rule.model_copy(update={"staged": True})
+    if isinstance(rule, dict):
+        return {**rule, "staged": True}
+    return rule
 
 
 class Policy(_Model):
@@ -444,7 +756,7 @@ class Policy(_Model):
     def _cross(self) -> Policy:
         problems = cross_check(
             [
-                GroupEntry(g.name, Location(obj=f"group {g.name}", path=f"spec.groups[{i}]"))
+                GroupEntry(g.name, Location(obj=f"group {g.name}", path=f"spec.groups[{i}]"), tuple(g.members))
                 for i, g in enumerate(self.spec.groups)
             ],
             [
@@ -481,6 +793,7 @@ class GroupEntry:
 
     name: str
     location: Location
+    members: tuple[str, ...] = ()  # a zone's members
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,6 +841,7 @@ def cross_check(groups: list[GroupEntry], rules: list[RuleEntry]) -> list[Proble
             continue
         seen_groups[g.name] = g
     defined = set(seen_groups)
+    problems.extend(_zone_problems(seen_groups, defined))
     seen_ids: dict[int, RuleEntry] = {}
     seen_names: dict[str, RuleEntry] = {}
     for r in rules:
@@ -562,6 +876,59 @@ def cross_check(groups: list[GroupEntry], rules: list[RuleEntry]) -> list[Proble
                     )
                 )
     return problems
+
+
+def _zone_problems(groups: dict[str, GroupEntry], defined: set[str]) -> list[Problem]:
+    """Zones naming undefined groups, and zones that contain themselves through other zones."""
+    problems: list[Problem] = []
+    for g in groups.values():
+        for i, member in enumerate(g.members):
+            if member not in defined and member not in RESERVED_GROUPS:
+                problems.append(
+                    Problem(
+                        _at(g.location, f"members[{i}]"),
+                        f"zone {g.name!r} names undefined group {member!r}",
+                    )
+                )
+    state: dict[str, int] = {}  # 1: being visited, 2: done
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for member in groups[name].members:
+            if member not in groups:
+                continue
+            if state.get(member) == 1:
+                cycle = " -> ".join([*trail[trail.index(member) :], member])
+                entry = groups[member]
+                problems.append(Problem(_at(entry.location, "members"), f"zones contain each other: {cycle}"))
+            elif state.get(member) is None:
+                visit(member, [*trail, member])
+        state[name] = 2
+
+    for name, g in groups.items():
+        if g.members and name not in state:
+            visit(name, [name])
+    return problems
+
+
+def zone_order(groups: list[Group]) -> list[Group]:
+    """Zones ordered so that every zone comes after the zones it contains (input is acyclic)."""
+    zones = {g.name: g for g in groups if g.is_zone}
+    done: set[str] = set()
+    out: list[Group] = []
+
+    def visit(g: Group) -> None:
+        done.add(g.name)
+        for member in g.members:
+            sub = zones.get(member)
+            if sub is not None and sub.name not in done:
+                visit(sub)
+        out.append(g)
+
+    for g in zones.values():
+        if g.name not in done:
+            visit(g)
+    return out
 
 
 def validate_policy(policy: Policy) -> Policy:

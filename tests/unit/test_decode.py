@@ -264,6 +264,37 @@ def test_ip_length_beyond_untruncated_frame_is_malformed() -> None:
     assert "exceeds" in problems[0].message
 
 
+ETH4 = bytes(Ether(dst=MAC, type=0x0800))
+
+
+@pytest.mark.parametrize(
+    ("linktype", "head", "captured"),
+    [(1, ETH4, None), (101, b"", None), (1, ETH4, 100)],
+    ids=["ethernet", "raw", "snaplen-cut"],
+)
+def test_tso_frame_with_ipv4_total_length_0(linktype: int, head: bytes, captured: int | None) -> None:
+    """A TCP frame whose IPv4 total length is 0 (a host's own offloaded send) is decoded from the captured length."""
+    body = b"q" * 3000  # larger than any MTU, as a TSO/GSO send is
+    ip = bytearray(bytes(IP(src=A4, dst=B4) / TCP(sport=40000, dport=80, flags="PA", seq=7) / body))
+    ip[2:4] = b"\x00\x00"
+    full = head + bytes(ip)
+    data = full if captured is None else full[:captured]
+    pkt, decoder, problems = _decode(Frame(5, 1.0, linktype, data, len(full)))
+    assert problems == []
+    assert pkt is not None and pkt.proto == PROTO_TCP and pkt.seq == 7
+    assert pkt.payload == body[: len(data) - len(head) - 40]
+    assert pkt.ip_len == len(ip)
+    assert decoder.stats["tso"] == 1 and decoder.stats["malformed"] == 0
+
+
+def test_ipv4_total_length_0_stays_malformed_for_udp() -> None:
+    """Only TCP gets the offload reading of a zero IPv4 total length; other protocols are still malformed."""
+    pkt, decoder, problems = _decode(Frame(4, 1.0, 101, _v4_header(total=0) + bytes(8), 28))
+    assert pkt is None
+    assert decoder.stats["malformed"] == 1 and decoder.stats["tso"] == 0
+    assert "inconsistent" in problems[0].message
+
+
 def _v4_header(**over: int) -> bytes:
     fields = {"vihl": 0x45, "total": 28, "proto": 17}
     fields.update(over)

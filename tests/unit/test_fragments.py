@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podwall.core.limits import Limits
-from podwall.datapath.fragments import MAX_DATAGRAM, FragmentError, FragmentReassembler
+from podwall.datapath.fragments import MAX_DATAGRAM, PIECE_COST, FragmentError, FragmentReassembler
 
 KEY = (4, b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", 7, 17)
 DATA = bytes(range(256)) * 3  # 768 bytes
@@ -181,3 +182,62 @@ def test_property_any_permutation_with_duplicates(payload: bytes, size: int, see
     assert results[0] == (payload, ("first",))
     # Duplicates arriving after completion start a new, incomplete datagram; never a second result.
     assert len(results) <= 1 + dups
+
+
+def test_tiny_fragment_at_high_offset_holds_only_its_bytes() -> None:
+    """Each 8-byte fragment at offset 65520 costs its own bytes, not a buffer up to the offset."""
+    n = 2000
+    tracemalloc.start()
+    try:
+        reasm = FragmentReassembler(Limits(max_fragments=n))
+        for i in range(n):
+            assert reasm.add((4, b"\x0a\0\0\1", b"\x0a\0\0\2", i, 17), 65520, True, b"A" * 8, 0.0) is None
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(reasm) == n
+    assert reasm.held_bytes == n * (8 + PIECE_COST)
+    assert current < 4 * 1024 * 1024  # about 132 MB when every train padded up to its offset
+
+
+@pytest.mark.parametrize(
+    ("budget", "datagrams", "size"),
+    [(10_000, 50, 1000), (64 * 1024, 200, 1480), (4 * 1024 * 1024, 8192, 8)],
+    ids=["small-budget", "mtu-sized", "default-budget-tiny-pieces"],
+)
+def test_byte_budget_bounds_held_fragments(budget: int, datagrams: int, size: int) -> None:
+    """Held bytes never pass `fragment_bytes`; the oldest datagrams go first and are counted as evicted."""
+    reasm = FragmentReassembler(Limits(fragment_bytes=budget, max_fragments=100_000))
+    for i in range(datagrams):
+        key = (4, b"\x0a\0\0\1", b"\x0a\0\0\2", i, 17)
+        reasm.add(key, 65520 - size, True, bytes([i % 251]) * size, 0.0)
+        assert reasm.held_bytes <= budget
+    fits = budget // (size + PIECE_COST)
+    assert len(reasm) == min(datagrams, fits)
+    assert reasm.stats["fragment_evicted"] == datagrams - len(reasm)
+    # The newest datagram survives eviction and still completes.
+    last = (4, b"\x0a\0\0\1", b"\x0a\0\0\2", datagrams - 1, 17)
+    head = reasm.add(last, 0, True, b"h" * (65520 - size), 0.0)
+    done = reasm.add(last, 65520, False, b"t" * 8, 0.0) if head is None else head
+    if budget >= 65528 + 3 * PIECE_COST:
+        assert done is not None and len(done[0]) == 65528
+    assert reasm.held_bytes <= budget
+
+
+def test_held_bytes_return_to_zero_on_completion_expiry_and_errors() -> None:
+    """Completed, expired, dropped and flushed datagrams give their bytes back to the budget."""
+    reasm = FragmentReassembler(Limits(fragment_timeout=5.0))
+    reasm.add(KEY, 0, True, DATA[:256], 1.0)
+    assert reasm.held_bytes == 256 + PIECE_COST
+    assert reasm.add(KEY, 256, False, DATA[256:], 1.0) is not None
+    assert reasm.held_bytes == 0
+    reasm.add(KEY, 0, True, DATA[:256], 1.0)
+    reasm.expire(10.0)
+    assert reasm.held_bytes == 0 and len(reasm) == 0
+    reasm.add(KEY, 0, True, DATA[:256], 20.0)
+    with pytest.raises(FragmentError):
+        reasm.add(KEY, 65000, True, DATA, 20.0)
+    assert reasm.held_bytes == 0
+    reasm.add(KEY, 0, True, DATA[:256], 20.0)
+    reasm.flush()
+    assert reasm.held_bytes == 0

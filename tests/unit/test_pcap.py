@@ -426,6 +426,8 @@ def test_fuzz_truncations_and_flips_of_valid_files(tmp_path: Path, data: st.Data
         frames, problems = result
         assert [f.data for f in frames] == [f.data for f in original[: len(frames)]]
         clean_ends = _record_ends(source) | {sources[name]}
+        if name.endswith(".pcapng"):
+            clean_ends.add(len(_shb("<")))  # between the section header and the interface block
         if len(frames) < len(original):
             # Stopping early is silent only when the cut falls exactly between records.
             assert bool(problems) != (cut in clean_ends)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import time
+import tracemalloc
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podwall.datapath.reassembly import SEQ_MOD, StreamReassembler, seq_diff
+from podwall.core.limits import DEFAULT_LIMITS
+from podwall.datapath.reassembly import MERGE_MAX, SEQ_MOD, StreamReassembler, seq_diff
 
 ISN = 1000
 
@@ -307,3 +312,77 @@ def test_small_window_stays_bounded_and_delivers_true_bytes(
         assert r.pending_bytes <= window
         assert out == data[r.delivered - len(out) : r.delivered]
     assert not r.overlap_conflict
+
+
+def _holey_offsets(order: str, n: int) -> list[int]:
+    """Stream offsets of `n` one-byte segments, each after its own one-byte hole, in `order`."""
+    offsets = [i * 2 + 10 for i in range(n, 0, -1)]
+    if order == "shuffled":
+        random.Random(3).shuffle(offsets)
+    elif order == "ascending":
+        offsets.reverse()
+    return offsets
+
+
+@pytest.mark.parametrize("order", ["descending", "shuffled"])
+def test_many_tiny_segments_behind_holes_are_fast_and_bounded(order: str) -> None:
+    """200,000 one-byte segments, each behind a hole, finish fast and never buffer more than the piece cap."""
+    cap = DEFAULT_LIMITS.reasm_max_segments
+    r = StreamReassembler()
+    r.start_at(0)
+    started_at = time.perf_counter()
+    for off in _holey_offsets(order, 200_000):
+        r.add(off, b"x")
+        assert r.pending_segments <= cap
+    elapsed = time.perf_counter() - started_at
+    assert elapsed < 2.0, f"{elapsed:.1f} s"  # about 15 s when every insert shifted all the pieces
+    assert r.pending_bytes <= cap
+    assert r.gaps >= 1
+
+
+def test_many_tiny_segments_behind_holes_hold_little_memory() -> None:
+    """Under the descending one-byte attack the reassembler's memory stays near the piece cap's worth."""
+    tracemalloc.start()
+    try:
+        r = StreamReassembler()
+        r.start_at(0)
+        for off in _holey_offsets("descending", 20_000):
+            r.add(off, b"x")
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert current < 512 * 1024  # about 1 MB per 20,000 pieces without the cap
+
+
+@pytest.mark.parametrize(
+    ("offsets", "cap", "outs", "gaps"),
+    [
+        ([2, 4, 6], 3, [b"", b"", b""], 0),
+        ([2, 4, 6, 8], 3, [b"", b"", b"", b"c"], 1),
+        ([8, 6, 4, 2], 3, [b"", b"", b"", b"c"], 1),
+        ([2, 4, 6, 8, 10], 3, [b"", b"", b"", b"c", b"e"], 2),
+        ([2, 3, 4, 5, 6], 1, [b"", b"", b"", b"", b""], 0),
+    ],
+    ids=["at-cap", "one-past-cap", "descending-past-cap", "two-past-cap", "touching-pieces-merge"],
+)
+def test_piece_cap_skips_to_lowest_piece(offsets: list[int], cap: int, outs: list[bytes], gaps: int) -> None:
+    """Past `max_segments` buffered pieces the stream skips its first hole and reports a gap, as for the window."""
+    data = b"abcdefghijkl"
+    r = StreamReassembler(max_segments=cap)
+    r.syn(ISN)
+    got = [r.add(ISN + 1 + off, data[off : off + 1]) for off in offsets]
+    assert got == outs
+    assert r.gaps == gaps
+    assert r.pending_segments <= cap
+
+
+def test_touching_segments_after_a_hole_do_not_trip_the_piece_cap() -> None:
+    """Thousands of small in-order segments behind one hole are joined, so only the byte window limits them."""
+    data = bytes(random.Random(9).randrange(256) for _ in range(50_000))
+    r = StreamReassembler(window=1 << 20, max_segments=16)
+    r.syn(ISN)
+    for off in range(10, len(data), 10):
+        assert r.add(ISN + 1 + off, data[off : off + 10]) == b""
+    assert r.gaps == 0
+    assert r.pending_segments <= len(data) // MERGE_MAX + 2
+    assert r.add(ISN + 1, data[:10]) == data

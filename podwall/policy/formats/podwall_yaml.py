@@ -11,12 +11,13 @@ in order, and a group or rule defined twice, in any documents, is an error.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from podwall.core.errors import InputError, Location, Problem
 from podwall.policy.model import (
@@ -25,12 +26,14 @@ from podwall.policy.model import (
     Criterion,
     Group,
     GroupEntry,
+    L7Match,
     Metadata,
     Mode,
     Policy,
     PolicySpec,
     Rule,
     RuleEntry,
+    SensorConfig,
     check_group_name,
     cross_check,
     id_problem,
@@ -52,6 +55,8 @@ class _SpecShell(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     defaultMode: Mode = "discover"
+    strict: StrictBool = False
+    staged: StrictBool = False
     groups: list[Any] = Field(default_factory=list)
     rules: list[Any] = Field(default_factory=list)
 
@@ -68,8 +73,8 @@ class _DocShell(BaseModel):
 
 
 _DOC_FIELDS = ("apiVersion", "kind", "metadata", "spec")
-_SPEC_FIELDS = ("defaultMode", "groups", "rules")
-_GROUP_FIELDS = ("name", "criteria", "mode", "comment")
+_SPEC_FIELDS = ("defaultMode", "strict", "staged", "groups", "rules")
+_GROUP_FIELDS = ("name", "criteria", "members", "mode", "dlp", "waf", "comment")
 _RULE_FIELDS = (
     "id",
     "name",
@@ -77,12 +82,35 @@ _RULE_FIELDS = (
     "to",
     "ports",
     "applications",
+    "l7",
     "action",
+    "tier",
+    "priority",
     "origin",
     "disabled",
+    "staged",
+    "hits",
     "comment",
 )
 _CRITERION_FIELDS = ("key", "op", "value")
+# Fields allowed under each nested mapping, for "did you mean" hints.
+_NESTED_FIELDS: dict[str, tuple[str, ...]] = {
+    "metadata": ("name",),
+    "spec": _SPEC_FIELDS,
+    "criteria": _CRITERION_FIELDS,
+    "dlp": ("status", "settings"),
+    "waf": ("status", "settings"),
+    "settings": ("name", "action"),
+    "l7": ("http", "grpc", "dns", "redis", "sql", "tls"),
+    "http": ("methods", "paths", "hosts", "headers"),
+    "paths": ("exact", "prefix", "regex"),
+    "headers": ("name", "value", "regex"),
+    "grpc": ("services", "methods"),
+    "dns": ("names",),
+    "redis": ("commands",),
+    "sql": ("kinds",),
+    "tls": ("sni",),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,12 +289,7 @@ def _fields_for(base: tuple[str, ...], loc: tuple[int | str, ...]) -> tuple[str,
     parents = [p for p in loc[:-1] if isinstance(p, str)]
     if not parents:
         return base
-    last = parents[-1]
-    return {
-        "metadata": ("name",),
-        "spec": _SPEC_FIELDS,
-        "criteria": _CRITERION_FIELDS,
-    }.get(last, ())
+    return _NESTED_FIELDS.get(parents[-1], ())
 
 
 def _message(err: Any, base_fields: tuple[str, ...]) -> str:
@@ -348,6 +371,8 @@ class _Merged:
     name: str | None = None
     default_mode: Mode | None = None
     mode_from: int | None = None
+    strict: bool | None = None
+    strict_from: int | None = None
     groups: list[Group] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     group_entries: list[GroupEntry] = field(default_factory=list)
@@ -415,6 +440,17 @@ def _read_document(doc: _Document, out: _Merged, col: _Collector) -> None:
                 "spec.defaultMode",
                 f"defaultMode {mode!r} conflicts with {out.default_mode!r} set in document {out.mode_from}",
             )
+    if shell is not None and "strict" in spec:
+        if out.strict is None:
+            out.strict, out.strict_from = shell.spec.strict, doc.index
+        elif shell.spec.strict != out.strict:
+            col.add(
+                doc,
+                None,
+                "spec.strict",
+                f"strict {shell.spec.strict} conflicts with {out.strict} set in document {out.strict_from}",
+            )
+    staged_doc = spec.get("staged") is True
     groups = spec.get("groups")
     for i, item in enumerate(groups if isinstance(groups, list) else ()):
         path = f"spec.groups[{i}]"
@@ -425,7 +461,9 @@ def _read_document(doc: _Document, out: _Merged, col: _Collector) -> None:
             col.validation(doc, obj, path, exc, _GROUP_FIELDS)
         name = _valid_group_name(item.get("name")) if isinstance(item, dict) else None
         if name is not None:
-            out.group_entries.append(GroupEntry(name, _loc(col.filename, doc, obj, path)))
+            members = item.get("members") if isinstance(item, dict) else None
+            refs = tuple(m for m in members if isinstance(m, str)) if isinstance(members, list) else ()
+            out.group_entries.append(GroupEntry(name, _loc(col.filename, doc, obj, path), refs))
     rules = spec.get("rules")
     for i, item in enumerate(rules if isinstance(rules, list) else ()):
         path = f"spec.rules[{i}]"
@@ -433,6 +471,14 @@ def _read_document(doc: _Document, out: _Merged, col: _Collector) -> None:
         if isinstance(item, dict) and "from_" in item:
             # `from_` is the Python spelling; files say `from`.
             col.add(doc, obj, f"{path}.from_", "unknown field 'from_'; did you mean 'from'?")
+        if isinstance(item, dict) and "hits" in item:
+            # Hit counts are what a dump reports; they are runtime state and read back as nothing.
+            hits = item["hits"]
+            if not isinstance(hits, int) or isinstance(hits, bool) or hits < 0:
+                col.add(doc, obj, f"{path}.hits", f"hits must be a count (0 or more), got {_describe(hits)}")
+            item = {k: v for k, v in item.items() if k != "hits"}
+        if staged_doc and isinstance(item, dict):
+            item = {**item, "staged": True}
         try:
             out.rules.append(Rule.model_validate(item))
         except ValidationError as exc:
@@ -482,6 +528,7 @@ def parse_policy(text: str, filename: str = "<policy>") -> Policy:
         raise InputError(f"invalid policy {filename}", col.problems)
     spec = PolicySpec(
         defaultMode=merged.default_mode or "discover",
+        strict=bool(merged.strict),
         groups=merged.groups,
         rules=merged.rules,
     )
@@ -542,17 +589,44 @@ def _criterion(c: Criterion) -> _FlowMap:
     return _FlowMap(key=c.key, op=c.op, value=c.value)
 
 
+def _sensors(config: SensorConfig) -> dict[str, Any]:
+    return {"status": config.status, "settings": [_FlowMap(name=s.name, action=s.action) for s in config.settings]}
+
+
 def _group(g: Group) -> dict[str, Any]:
     out: dict[str, Any] = {"name": g.name}
     if g.mode is not None:
         out["mode"] = g.mode
-    out["criteria"] = [_criterion(c) for c in g.criteria]
+    if g.members:
+        out["members"] = _Flow(g.members)
+    else:
+        out["criteria"] = [_criterion(c) for c in g.criteria]
+    if g.dlp is not None:
+        out["dlp"] = _sensors(g.dlp)
+    if g.waf is not None:
+        out["waf"] = _sensors(g.waf)
     if g.comment is not None:
         out["comment"] = g.comment
     return out
 
 
-def _rule(r: Rule) -> dict[str, Any]:
+def _l7(m: L7Match) -> dict[str, Any]:
+    # exclude_none drops unset alternatives (a path's exact/prefix/regex, a header's value/regex).
+    data = m.model_dump(exclude_none=True)
+    out: dict[str, Any] = {}
+    for section, fields in data.items():
+        body: dict[str, Any] = {}
+        for key, value in fields.items():
+            if not value:
+                continue
+            body[key] = [_FlowMap(v) if isinstance(v, dict) else v for v in value]
+            if all(not isinstance(v, dict) for v in value):
+                body[key] = _Flow(value)
+        out[section] = body
+    return out
+
+
+def _rule(r: Rule, hits: Mapping[int, int] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"id": r.id}
     if r.name is not None:
         out["name"] = r.name
@@ -560,25 +634,40 @@ def _rule(r: Rule) -> dict[str, Any]:
     out["to"] = r.to
     out["ports"] = _Flow(r.ports)
     out["applications"] = _Flow(r.applications)
+    if r.l7 is not None:
+        out["l7"] = _l7(r.l7)
     out["action"] = r.action
+    if r.tier is not None:
+        out["tier"] = r.tier
+    if r.priority is not None:
+        out["priority"] = r.priority
     out["origin"] = r.origin
     if r.disabled:
         out["disabled"] = True
+    if r.staged:
+        out["staged"] = True
+    if hits is not None:
+        out["hits"] = hits.get(r.id, 0)
     if r.comment is not None:
         out["comment"] = r.comment
     return out
 
 
-def dump_policy(policy: Policy) -> str:
-    """The policy as one YAML document: groups in declaration order, then rules sorted by ID."""
+def dump_policy(policy: Policy, *, hits: Mapping[int, int] | None = None) -> str:
+    """The policy as one YAML document: groups in declaration order, then rules sorted by ID.
+
+    `hits` (e.g. `PolicyEngine.hit_counts()`) adds each rule's hit count; reading the dump
+    back ignores them.
+    """
+    spec: dict[str, Any] = {"defaultMode": policy.spec.defaultMode}
+    if policy.spec.strict:
+        spec["strict"] = True
+    spec["groups"] = [_group(g) for g in policy.spec.groups]
+    spec["rules"] = [_rule(r, hits) for r in sorted(policy.spec.rules, key=lambda r: r.id)]
     doc = {
         "apiVersion": policy.apiVersion,
         "kind": policy.kind,
         "metadata": {"name": policy.metadata.name},
-        "spec": {
-            "defaultMode": policy.spec.defaultMode,
-            "groups": [_group(g) for g in policy.spec.groups],
-            "rules": [_rule(r) for r in sorted(policy.spec.rules, key=lambda r: r.id)],
-        },
+        "spec": spec,
     }
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=200, default_flow_style=False)

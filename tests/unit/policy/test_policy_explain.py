@@ -51,6 +51,8 @@ def test_allow_paragraph_names_rule() -> None:
         "name": "node to redis",
         "action": "allow",
         "implicit": False,
+        "tier": "main",
+        "hits": 1,
     }
     assert detail["outcome"] == {"action": "allow", "violation": False}
 
@@ -170,6 +172,7 @@ def test_modes_in_words_when_one_side_has_none() -> None:
         "server": "monitor",
         "effective": "monitor",
         "reason": "only the server has a mode",
+        "strict": False,
     }
 
 

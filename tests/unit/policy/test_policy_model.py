@@ -114,7 +114,7 @@ def test_criterion_label_keys_accepted() -> None:
 
 
 GROUP_BAD: list[tuple[str, dict[str, Any], str]] = [
-    ("no-criteria", {"name": "g", "criteria": []}, "at least 1 item"),
+    ("no-criteria", {"name": "g", "criteria": []}, "needs criteria, or members"),
     ("mixed", grp("g", crit("address", "=", "10.0.0.0/8"), crit("service", "=", "x")), "not both"),
     ("address-with-mode", grp("g", crit("address", "=", "10.0.0.0/8"), mode="protect"), "no mode"),
     ("bad-mode", grp("g", crit("service", "=", "x"), mode="enforce"), "discover"),
@@ -132,7 +132,8 @@ def test_group_rejects(data: dict[str, Any], message: str) -> None:
 RULE_BAD: list[tuple[str, dict[str, Any], str]] = [
     ("id-zero", rule(0, "a", "b"), "reserved for the implicit deny"),
     ("id-gap", rule(10000, "a", "b"), "in no range"),
-    ("id-federated", rule(100001, "a", "b"), "above 99999"),
+    ("id-gap", rule(100000, "a", "b"), "in no range"),
+    ("id-above-ranges", rule(120000, "a", "b"), "in no range"),
     ("id-string", {**rule(1, "a", "b"), "id": "1"}, "valid integer"),
     ("origin-user-high", {**rule(10001, "a", "b"), "origin": "user"}, "origin user needs an ID in 1-9999"),
     ("origin-learned-low", {**rule(5, "a", "b"), "origin": "learned"}, "origin learned needs an ID in 10001"),
@@ -140,7 +141,7 @@ RULE_BAD: list[tuple[str, dict[str, Any], str]] = [
     ("any-with-app", rule(1, "a", "b", apps=("any", "http")), "cannot be combined"),
     ("bad-app", rule(1, "a", "b", apps=("h t t p",)), "invalid application name"),
     ("no-ports", rule(1, "a", "b", ()), "at least 1 item"),
-    ("bad-action", rule(1, "a", "b", action="permit"), "'allow' or 'deny'"),
+    ("bad-action", rule(1, "a", "b", action="permit"), "'allow', 'deny', 'accept' or 'pass'"),
     ("disabled-string", {**rule(1, "a", "b"), "disabled": "yes"}, "valid boolean"),
 ]
 
