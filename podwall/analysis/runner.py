@@ -59,7 +59,7 @@ class NamedFlow:
     def observation(self) -> Observation:
         port = self.flow.server_port if self.flow.proto not in (PROTO_ICMP, PROTO_ICMPV6) else 0
         dpi = self.flow.dpi
-        requests = requests_of(dpi.events) if dpi is not None else ()
+        requests = requests_of(dpi.requests, dpi.requests_truncated) if dpi is not None else ()
         name = self.flow.server_name or server_name_of(requests)
         return Observation(self.client, self.server, self.flow.proto, port, self.flow.app, requests, name)
 

@@ -82,6 +82,8 @@ class DpiSessionLike(Protocol):
     app: str | None
     server_name: str | None
     events: list[L7Event]
+    requests: list[L7Event]  # distinct client requests, for L7 policy
+    requests_truncated: bool
     error: str | None
     done: bool
 

@@ -6,6 +6,11 @@ MATCH decides, NEED_MORE waits. Then the chosen parser is created, the buffered 
 replayed to it in arrival order, and live bytes follow. Nothing a flow sends can make the
 session raise: a parser's ProtocolError is recorded in `error` and parsing stops, the
 decision stays. `done` tells the caller that further bytes would be ignored.
+
+Parsing goes on for the whole flow unless the parser says it is `finished` (L7 policy must
+see every request of a keep-alive connection, not the first few): `events` keeps the first
+`MAX_EVENTS` events, and `requests` every distinct client request (up to `MAX_REQUESTS`;
+past that `requests_truncated` is set, and L7 rules fail closed on the flow).
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from podwall.core.types import Direction
 from podwall.dpi import registry
 from podwall.dpi.base import DetectContext, Detection, Detector, L7Event, Parser
 
-__all__ = ["MAX_EVENTS", "UNKNOWN", "DpiSession"]
+__all__ = ["MAX_EVENTS", "MAX_REQUESTS", "UNKNOWN", "DpiSession"]
 
 UNKNOWN = "unknown"
-MAX_EVENTS = 32  # events kept per flow; parsing also stops there (enough for policy and forensics)
+MAX_EVENTS = 32  # events kept per flow for display and forensics
+MAX_REQUESTS = 256  # distinct client requests kept per flow for L7 policy; past it `requests_truncated`
+REQUEST_KINDS = frozenset({"request", "query", "command", "client_hello"})
 
 
 class DpiSession:
@@ -35,12 +42,15 @@ class DpiSession:
         "_limits",
         "_parser",
         "_pending",
+        "_request_keys",
         "_sizes",
         "app",
         "done",
         "error",
         "event_count",
         "events",
+        "requests",
+        "requests_truncated",
         "server_name",
     )
 
@@ -60,6 +70,9 @@ class DpiSession:
         self.server_name: str | None = None
         self.events: list[L7Event] = []
         self.event_count = 0
+        self.requests: list[L7Event] = []
+        self.requests_truncated = False
+        self._request_keys: set[str] = set()
         self.error: str | None = None
         self.done = False
         if not self._candidates:
@@ -190,7 +203,7 @@ class DpiSession:
             self._fail(f"internal error in the {self.app} parser: {exc!r}")
             return
         self._record(events)
-        if self.event_count >= MAX_EVENTS or getattr(parser, "finished", False):
+        if getattr(parser, "finished", False):
             self._parser = None
             self.done = True
 
@@ -201,6 +214,20 @@ class DpiSession:
         room = MAX_EVENTS - len(self.events)
         if room > 0:
             self.events.extend(events[:room])
+        for event in events:
+            if event.direction is Direction.C2S and event.kind in REQUEST_KINDS:
+                self._request(event)
+
+    def _request(self, event: L7Event) -> None:
+        """Keep one event per distinct request (bodies aside): repeats add nothing for policy."""
+        key = repr((event.app, event.kind, sorted((k, v) for k, v in event.fields.items() if k != "body")))
+        if key in self._request_keys:
+            return
+        if len(self.requests) >= MAX_REQUESTS:
+            self.requests_truncated = True
+            return
+        self._request_keys.add(key)
+        self.requests.append(event)
 
     def _fail(self, message: str) -> None:
         self.error = message

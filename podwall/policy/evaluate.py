@@ -247,11 +247,18 @@ class PolicyEngine:
         outcomes: list[RequestOutcome] = []
         if per_request:
             walks = [self._walk(cands, app, req, staged, True) for req in requests]
-            decisive = next((w for w in walks if w.entry is None or not w.entry.allows), walks[0])
-            for i, (req, w) in enumerate(zip(requests, walks, strict=True)):
-                if i >= MAX_REQUESTS_SHOWN and len(outcomes) >= MAX_REQUESTS_SHOWN:
+            refused = [i for i, w in enumerate(walks) if w.entry is None or not w.entry.allows]
+            decisive = walks[refused[0]] if refused else walks[0]
+            # Explanations show a bounded number of requests: the refused ones first, so the
+            # request that decided is never among those left out.
+            shown = refused[:MAX_REQUESTS_SHOWN]
+            taken = set(shown)
+            for i in range(len(walks)):
+                if len(shown) >= MAX_REQUESTS_SHOWN:
                     break
-                outcomes.append(_outcome(i, req, w))
+                if i not in taken:
+                    shown.append(i)
+            outcomes = [_outcome(i, requests[i], walks[i]) for i in sorted(shown)]
             decided = {w.entry.rule.id if w.entry is not None else 0 for w in walks}
         else:
             decisive = self._walk(cands, app, None, staged, True)

@@ -25,6 +25,7 @@ from podwall.policy.sql import statement_kinds
 
 REQUEST_KINDS = frozenset({"request", "query", "command", "client_hello"})
 MAX_REQUESTS = 4096  # per flow; the DPI's own caps keep real flows far below
+TRUNCATED = "truncated"  # the protocol of the marker request standing for requests not kept
 
 _HTTP_APPS = frozenset({"http", "http2"})
 _SQL_APPS = {"mysql": "mysql", "postgresql": "postgresql", "mariadb": "mysql"}
@@ -96,15 +97,22 @@ def request_of(event: L7Event) -> dict[str, Any] | None:
     return None
 
 
-def requests_of(events: Iterable[L7Event]) -> tuple[Mapping[str, object], ...]:
-    """Every request of a flow's events in order (at most MAX_REQUESTS)."""
+def requests_of(events: Iterable[L7Event], truncated: bool = False) -> tuple[Mapping[str, object], ...]:
+    """Every request of a flow's events in order (at most MAX_REQUESTS).
+
+    `truncated` says the DPI saw more distinct requests than it kept: a `truncated` request
+    is added, which no L7 matcher admits, so L7 rules fail closed on such a flow.
+    """
     out: list[Mapping[str, object]] = []
     for event in events:
         req = request_of(event)
         if req is not None:
             out.append(req)
             if len(out) >= MAX_REQUESTS:
+                truncated = True
                 break
+    if truncated:
+        out.append({"protocol": TRUNCATED})
     return tuple(out)
 
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from podwall.policy.l7context import TRUNCATED
 from podwall.policy.model import HeaderMatch, HttpMatch, L7Match, PathMatch, name_matches
 
 Request = Mapping[str, object]
@@ -72,6 +73,8 @@ def describe(req: Request) -> str:
         return f"SQL {kind_text}: {_show(_str(req, 'sql'))}"
     if proto == "tls":
         return f"TLS client hello (SNI {_str(req, 'sni') or 'none'})"
+    if proto == TRUNCATED:
+        return "requests beyond the DPI's limit"
     return f"{proto} request"
 
 
@@ -139,6 +142,8 @@ class L7Matcher:
 
     def why_not(self, req: Request) -> str | None:
         proto = req.get("protocol")
+        if proto == TRUNCATED:
+            return "the flow carried more distinct requests than the DPI keeps; the rest cannot be judged"
         if proto == "http":
             if self._http is None:
                 return self._no_section("http")

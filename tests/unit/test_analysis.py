@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,40 @@ def test_progress_reports_every_byte_read(capture: Path) -> None:
     flows = list(read_flows([capture, capture], Resolver(None), progress=seen.append))
     assert flows
     assert sum(seen) == 2 * capture.stat().st_size
+
+
+def test_l7_rules_see_every_request_of_a_keep_alive_connection(tmp_path: Path, inventory_file: Path) -> None:
+    """The 20th request on one connection is judged by L7 rules too (no cut-off after the first few)."""
+    from podwall.policy.formats.podwall_yaml import parse_policy
+
+    exchanges = [(p.http_request("GET", f"/api/items/{i}", "cache"), p.http_response(200, b"{}")) for i in range(19)]
+    exchanges.append((p.http_request("POST", "/admin/drop-all", "cache"), p.http_response(200, b"{}")))
+    path = tmp_path / "keepalive.pcap"
+    with PcapWriter(path) as w:
+        for ts, frame in tcp_exchange("10.1.0.1", 41000, "10.1.0.9", 8080, 300.0, exchanges):
+            w.write(ts, frame)
+    policy = parse_policy(
+        """
+apiVersion: podwall.io/v1
+kind: Policy
+metadata: {name: l7}
+spec:
+  defaultMode: protect
+  groups:
+    - {name: web, criteria: [{key: app, op: "=", value: web}], mode: protect}
+    - {name: cache, criteria: [{key: app, op: "=", value: cache}], mode: protect}
+  rules:
+    - {id: 1, from: web, to: cache, ports: [tcp/8080], applications: [http],
+       l7: {http: {methods: [GET], paths: [{prefix: /api/}]}}}
+""",
+        "l7.yaml",
+    )
+    resolver = Resolver(load_inventory([str(inventory_file)]))
+    flows = list(read_flows([path], resolver))
+    assert len(flows) == 1
+    obs = flows[0].observation()
+    assert len(obs.requests) == 20
+    (item,) = check(flows, PolicyEngine(policy))
+    assert item.verdict.violation and item.verdict.action == "deny"
+    assert "L7 request 20 of 20 (HTTP POST /admin/drop-all" in item.verdict.explanation.text
+    assert "/admin/drop-all" in json.dumps(item.verdict.explanation.to_dict())

@@ -11,6 +11,7 @@ lower-cased, without the final dot, with unusual bytes escaped as `\\DDD`.
 from __future__ import annotations
 
 import re
+import struct
 from typing import Any, ClassVar
 
 from podwall.core.errors import ProtocolError
@@ -47,6 +48,9 @@ RCODE_NAMES = {
 }  # fmt: skip
 _FLAG_BITS = (("aa", 0x0400), ("tc", 0x0200), ("rd", 0x0100), ("ra", 0x0080), ("ad", 0x0020), ("cd", 0x0010))
 _NAME_TYPES = frozenset({2, 5, 12, 39})  # NS, CNAME, PTR, DNAME: rdata is one name
+_HEADER = struct.Struct("!6H")
+_QUESTION = struct.Struct("!HH")
+_RECORD = struct.Struct("!HHIH")
 _PLAIN_LABEL = re.compile(rb"[\x21\x23-\x2d\x2f-\x5b\x5d-\x7e]+")  # printable, no . \ " space
 
 
@@ -58,18 +62,21 @@ def class_name(code: int) -> str:
     return CLASS_NAMES.get(code) or f"CLASS{code}"
 
 
+# How each byte that is not plain printable ASCII is written in a name: RFC 4343 escapes.
+_ESCAPES = {
+    c: ("\\" + chr(c)) if c in (0x2E, 0x5C, 0x22) else f"\\{c:03d}"
+    for c in range(256)
+    if c in (0x2E, 0x5C, 0x22) or not 0x21 <= c <= 0x7E
+}
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
 def _label_text(label: bytes) -> str:
     if _PLAIN_LABEL.fullmatch(label):
         return label.decode("ascii").lower()
-    parts: list[str] = []
-    for c in label:
-        if c in (0x2E, 0x5C, 0x22):  # . \ "
-            parts.append("\\" + chr(c))
-        elif 0x21 <= c <= 0x7E:
-            parts.append(chr(c).lower())
-        else:
-            parts.append(f"\\{c:03d}")
-    return "".join(parts)
+    # latin-1 maps each byte to one code point; the escapes replace every non-printable one,
+    # so lower() afterwards only touches ASCII letters.
+    return label.decode("latin-1").translate(_ESCAPES).lower()
 
 
 def read_name(msg: bytes, pos: int, end: int, strict: bool = False) -> tuple[str, int]:
@@ -115,7 +122,7 @@ def read_name(msg: bytes, pos: int, end: int, strict: bool = False) -> tuple[str
         if wire > MAX_NAME_WIRE:
             raise ProtocolError(f"DNS name: longer than {MAX_NAME_WIRE} bytes")
         label = msg[start:pos]
-        if strict and any(c < 0x20 or c == 0x7F for c in label):
+        if strict and _CONTROL.search(label):
             raise ProtocolError("DNS name: control byte in a label")
         labels.append(_label_text(label))
     return (".".join(labels) if labels else "."), (pos if after < 0 else after)
@@ -178,13 +185,10 @@ def parse_message(msg: bytes, strict: bool = False) -> dict[str, Any]:
 
     With `strict`, also refuse what real resolvers never send (see `looks_like_dns`).
     """
-    r = Reader(msg, what="DNS message")
-    msg_id = r.u16("id")
-    flags = r.u16("flags")
-    qdcount = r.u16("qdcount")
-    ancount = r.u16("ancount")
-    nscount = r.u16("nscount")
-    arcount = r.u16("arcount")
+    if len(msg) < 12:
+        raise ProtocolError(f"DNS message: truncated header ({len(msg)} of 12 bytes)")
+    msg_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(msg)
+    end = len(msg)
     # every question takes at least 5 bytes and every record 11: refuse impossible counts early
     if qdcount * 5 + (ancount + nscount + arcount) * 11 > len(msg) - 12:
         raise ProtocolError(
@@ -192,31 +196,35 @@ def parse_message(msg: bytes, strict: bool = False) -> dict[str, Any]:
         )
     opcode = (flags >> 11) & 0xF
     questions: list[dict[str, Any]] = []
+    pos = 12
     for _ in range(qdcount):
-        qname, after = read_name(msg, r.pos, len(msg), strict)
-        r.seek(after)
-        qtype = r.u16("qtype")
-        qclass = r.u16("qclass")
+        qname, pos = read_name(msg, pos, end, strict)
+        if pos + 4 > end:
+            raise ProtocolError(f"DNS question: truncated at offset {pos}")
+        qtype, qclass = _QUESTION.unpack_from(msg, pos)
+        pos += 4
         if strict and (qtype == 0 or (qclass & 0x7FFF) not in CLASS_NAMES):
             raise ProtocolError(f"DNS question: type {qtype} class {qclass}")
         # mDNS uses the top bit of the class to ask for a unicast answer (RFC 6762 5.4)
         questions.append({"qname": qname, "qtype": type_name(qtype), "qclass": class_name(qclass & 0x7FFF)})
     answers: list[dict[str, Any]] = []
     for index in range(ancount + nscount + arcount):
-        name, after = read_name(msg, r.pos, len(msg), strict)
-        r.seek(after)
-        rtype = r.u16("type")
-        rclass = r.u16("class")
-        ttl = r.u32("ttl")
-        rdata = r.sub(r.u16("rdlength"), f"DNS {type_name(rtype)} rdata")
-        text = _rdata_text(msg, rtype, rdata.pos, rdata.end)
+        name, pos = read_name(msg, pos, end, strict)
+        if pos + 10 > end:
+            raise ProtocolError(f"DNS record: truncated at offset {pos}")
+        rtype, rclass, ttl, rdlength = _RECORD.unpack_from(msg, pos)
+        pos += 10
+        if pos + rdlength > end:
+            raise ProtocolError(f"DNS {type_name(rtype)} rdata: truncated ({rdlength} bytes declared at offset {pos})")
+        text = _rdata_text(msg, rtype, pos, pos + rdlength)
+        pos += rdlength
         if index < ancount and len(answers) < MAX_RECORDS_KEPT:
             answers.append(
                 {"name": name, "type": type_name(rtype), "class": class_name(rclass & 0x7FFF), "ttl": ttl,
                  "rdata": text}
             )  # fmt: skip
-    if strict and not r.at_end():
-        raise ProtocolError(f"DNS message: {r.remaining()} bytes after the last record")
+    if strict and pos != end:
+        raise ProtocolError(f"DNS message: {end - pos} bytes after the last record")
     first = questions[0] if questions else None
     return {
         "id": msg_id,

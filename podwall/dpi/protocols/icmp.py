@@ -58,6 +58,8 @@ class IcmpSession:
         self.server_name: str | None = None
         self.events: list[L7Event] = []
         self.event_count = 0
+        self.requests: list[L7Event] = []  # ICMP carries no requests L7 rules judge
+        self.requests_truncated = False
         self.error: str | None = None
         self.done = False
 

@@ -274,33 +274,30 @@ def test_tls_done_after_server_hello() -> None:
     assert session.done and [e.kind for e in session.events] == ["client_hello", "server_hello"]
 
 
-def test_http_done_after_event_cap_but_counts_all() -> None:
-    """HTTP keeps parsing until MAX_EVENTS events; events beyond are counted, not kept."""
+def test_http_keeps_parsing_past_the_event_cap() -> None:
+    """HTTP keeps parsing every request: MAX_EVENTS events are kept, all are counted and judged."""
     session = DpiSession(tcp(80))
-    session.on_stream(C2S, b"GET /0 HTTP/1.1\r\nHost: h\r\n\r\n")
-    assert not session.done
-    session.on_stream(C2S, b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(1, 40)))
-    assert (session.done, len(session.events), session.event_count) == (True, MAX_EVENTS, 40)
+    session.on_stream(C2S, b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(40)))
+    assert (session.done, len(session.events), session.event_count) == (False, MAX_EVENTS, 40)
     assert session.events[-1].fields["path"] == f"/{MAX_EVENTS - 1}"
+    assert [e.fields["path"] for e in session.requests][-1] == "/39"
 
 
-def test_dns_udp_keeps_parsing_until_cap() -> None:
-    """DNS over UDP parses every datagram until MAX_EVENTS events."""
+def test_dns_udp_keeps_parsing_past_the_event_cap() -> None:
+    """DNS over UDP parses every datagram (tunnelling and L7 names need all of them)."""
     session = DpiSession(udp(53))
-    for i in range(MAX_EVENTS - 1):
+    for i in range(MAX_EVENTS + 5):
         session.on_datagram(C2S, hm.dns_query(msg_id=i))
-    assert not session.done
     session.on_datagram(S2C, hm.dns_response_all_types())
-    assert session.done and session.event_count == MAX_EVENTS
+    assert not session.done and session.event_count == MAX_EVENTS + 6 and len(session.events) == MAX_EVENTS
 
 
-def test_redis_done_after_cap() -> None:
-    """Redis is done after MAX_EVENTS commands and replies."""
+def test_redis_keeps_parsing_commands_past_the_event_cap() -> None:
+    """Redis commands after the first MAX_EVENTS events still reach the request list."""
     session = DpiSession(tcp(6379))
-    session.on_stream(C2S, hm.resp_command(b"PING") * (MAX_EVENTS - 1))
+    session.on_stream(C2S, hm.resp_command(b"PING") * MAX_EVENTS + hm.resp_command(b"FLUSHALL"))
     assert not session.done
-    session.on_stream(S2C, b"+PONG\r\n")
-    assert session.done
+    assert [e.fields["command"] for e in session.requests] == ["PING", "FLUSHALL"]
 
 
 def test_parser_finished_makes_done() -> None:
@@ -400,3 +397,20 @@ def test_empty_chunks_are_ignored() -> None:
     for _ in range(10):
         session.on_stream(C2S, b"")
     assert session.app is None
+
+
+def test_requests_are_kept_past_the_event_cap_and_deduplicated() -> None:
+    """Parsing goes on past MAX_EVENTS; repeated requests are kept once; past MAX_REQUESTS the flow says so."""
+    from podwall.dpi.session import MAX_EVENTS, MAX_REQUESTS
+
+    session = DpiSession(tcp(8080))
+    for i in range(MAX_EVENTS * 2):
+        session.on_stream(C2S, b"GET /same HTTP/1.1\r\nHost: a\r\n\r\n")
+        session.on_stream(C2S, f"GET /item/{i} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert not session.done and len(session.events) == MAX_EVENTS
+    paths = [e.fields["path"] for e in session.requests]
+    assert paths[0] == "/same" and paths.count("/same") == 1 and f"/item/{MAX_EVENTS * 2 - 1}" in paths
+    assert not session.requests_truncated
+    for i in range(MAX_REQUESTS):
+        session.on_stream(C2S, f"GET /more/{i} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert len(session.requests) == MAX_REQUESTS and session.requests_truncated
