@@ -25,7 +25,7 @@ from podwall.analysis.runner import NamedFlow, read_flows
 from podwall.cli import render
 from podwall.cli.lab import lab_app
 from podwall.core.errors import PodwallError, Problem
-from podwall.core.events import Event
+from podwall.core.events import Event, EventType
 from podwall.inventory.loader import load_inventory
 from podwall.inventory.model import Inventory
 from podwall.inventory.resolver import Resolver
@@ -64,6 +64,9 @@ DbOpt = Annotated[
     ),
 ]
 NoStoreOpt = Annotated[bool, typer.Option("--no-store", help="do not write events to the store")]
+AllowDamagedOpt = Annotated[
+    bool, typer.Option("--allow-damaged", help="accept captures that end in damage (results cover the part read)")
+]
 
 
 class _Problems:
@@ -82,6 +85,12 @@ class _Problems:
     def summary(self) -> None:
         if not self.quiet and len(self.items) > self.shown:
             err.print(f"[yellow]warning:[/] {len(self.items) - self.shown} more problem(s) not shown")
+
+    @property
+    def damaged(self) -> list[Problem]:
+        """Problems that stopped a capture early (the reader locates them by byte offset); a
+        malformed packet inside an intact capture is only skipped and does not count."""
+        return [p for p in self.items if p.location.offset is not None]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -127,20 +136,34 @@ def _flows(captures: Sequence[Path], resolver: Resolver, problems: _Problems) ->
     return flows
 
 
-def _record(events: Sequence[Event], db: str | None, no_store: bool, jsonl: Path | None) -> None:
-    # The store pulls in SQLAlchemy (~0.4 s): imported only by the commands that write events.
-    from podwall.store.events import EventStore
-    from podwall.store.sinks import JsonlSink
+class _Recorder:
+    """Where a command's events go: opened before the work (a bad --db fails at once, before
+    captures are read), written after the results are printed."""
 
-    if jsonl is not None:
-        with JsonlSink(jsonl) as sink:
-            sink.write(events)
-    if not no_store and events:
-        store = EventStore(db)
+    def __init__(self, db: str | None, no_store: bool, jsonl: Path | None) -> None:
+        # The store pulls in SQLAlchemy (~0.4 s): imported only by the commands that write events.
+        from podwall.store.events import EventStore
+
+        self.jsonl = jsonl
+        self.store = None
+        if not no_store:
+            try:
+                self.store = EventStore(db)
+            except ValueError as exc:
+                raise _fail(f"--db: {exc}") from None
+
+    def write(self, events: Sequence[Event]) -> None:
+        from podwall.store.sinks import JsonlSink
+
         try:
-            store.add(events)
+            if self.jsonl is not None:
+                with JsonlSink(self.jsonl) as sink:
+                    sink.write(events)
+            if self.store is not None and events:
+                self.store.add(events)
         finally:
-            store.close()
+            if self.store is not None:
+                self.store.close()
 
 
 def _dump(data: Any) -> None:
@@ -201,20 +224,25 @@ def learn(
     db: DbOpt = None,
     jsonl: JsonlOpt = None,
     no_store: NoStoreOpt = False,
+    allow_damaged: AllowDamagedOpt = False,
 ) -> None:
     """Learn the whitelist from the traffic (discover mode) and write it as a policy file."""
     if mode not in ("discover", "monitor", "protect"):
         raise _fail(f"--mode: {mode!r} is not one of discover, monitor, protect")
     inv = _load_inventory(inventory)
     existing = load_policy(merge) if merge else None
+    recorder = _Recorder(db, no_store, jsonl)
     resolver = Resolver(inv)
-    named = _flows(captures, resolver, _Problems())
+    problems = _Problems()
+    named = _flows(captures, resolver, problems)
+    if problems.damaged and not allow_damaged:
+        raise _fail(_damaged_message(problems, "nothing was learned"))
     policy, events = learn_policy(
         named, inv, resolver, mode=mode, existing=existing, source=",".join(map(str, captures))
     )
     output.write_text(dump_policy(policy))
-    _record(events, db, no_store, jsonl)
     out.print(render.rules_table(policy, title=f"Learned rules -> {output}"))
+    recorder.write(events)
 
 
 @app.command()
@@ -237,6 +265,7 @@ def check(
     db: DbOpt = None,
     jsonl: JsonlOpt = None,
     no_store: NoStoreOpt = False,
+    allow_damaged: AllowDamagedOpt = False,
 ) -> None:
     """Evaluate every connection against a policy; exit 1 when there are violations.
 
@@ -253,11 +282,12 @@ def check(
     _check_files([policy], "policy file")
     pol = load_policy(policy)
     inv = _load_inventory(inventory)
+    recorder = _Recorder(db, no_store, jsonl)
     resolver = Resolver(inv)
-    named = _flows(captures, resolver, _Problems(quiet=as_json))
+    problems = _Problems(quiet=as_json)
+    named = _flows(captures, resolver, problems)
     items = check_flows(named, PolicyEngine(pol, dns_service_groups=dns_service_groups(inv, resolver)))
     events = violation_events(items, ",".join(map(str, captures)))
-    _record(events, db, no_store, jsonl)
     violations = [i for i in items if i.verdict.violation]
     if as_json:
         _dump(
@@ -266,14 +296,25 @@ def check(
                 "verdicts": [i.to_dict() for i in items],
                 "violations": len(violations),
                 "sessions_in_violation": sum(i.conversation.sessions for i in violations),
+                "problems": [str(p) for p in problems.items],
+                "complete": not problems.damaged,
             }
         )
     else:
         out.print(render.verdicts_table(items))
         render.print_violations(out, items)
         out.print(f"{len(violations)} violation(s) in {len(items)} conversation(s)")
+    recorder.write(events)
+    if problems.damaged and not allow_damaged:
+        # A verdict over part of a capture must not pass as a clean bill of health.
+        raise _fail(_damaged_message(problems, "the verdicts above cover only the traffic before the damage"))
     if violations:
         raise typer.Exit(1)
+
+
+def _damaged_message(problems: _Problems, consequence: str) -> str:
+    where = "; ".join(str(p) for p in problems.damaged[:3])
+    return f"damaged capture ({where}): {consequence}; use --allow-damaged to accept a partial reading"
 
 
 def _what_if(
@@ -360,10 +401,10 @@ def render_what_if(items: Sequence[Any], proposed: Path) -> Any:
 @app.command()
 @_handles_errors
 def events(
-    type_: Annotated[str | None, typer.Option("--type", help="violation, learned, threat, dlp, waf")] = None,
+    type_: Annotated[EventType | None, typer.Option("--type", help="the event type")] = None,
     group: Annotated[str | None, typer.Option(help="only events with this client or server group")] = None,
     since: Annotated[str | None, typer.Option(help="ISO 8601 time or a duration such as 30m, 2h, 7d")] = None,
-    limit: Annotated[int | None, typer.Option(help="at most this many events (newest)")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="at most this many events (newest)")] = None,
     as_json: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
@@ -374,9 +415,18 @@ def events(
         since_dt = parse_since(since) if since else None
     except ValueError as exc:
         raise _fail(f"--since: {exc}") from None
-    store = EventStore(db)
     try:
-        rows = store.query(type=type_, group=group, since=since_dt, limit=limit, order="desc" if limit else "asc")
+        store = EventStore(db)
+    except ValueError as exc:
+        raise _fail(f"--db: {exc}") from None
+    try:
+        rows = store.query(
+            type=type_.value if type_ else None,
+            group=group,
+            since=since_dt,
+            limit=limit,
+            order="desc" if limit else "asc",
+        )
     finally:
         store.close()
     if limit:

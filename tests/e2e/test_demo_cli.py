@@ -164,3 +164,33 @@ def test_checking_the_same_traffic_twice_records_each_event_once(learned: Path, 
         assert res.returncode == 1, res.stderr
     events = json.loads(podwall("events", "--json", "--db", db).stdout)
     assert len(events) == len(EXPECTED_VIOLATIONS)
+
+
+def test_check_on_a_damaged_capture_is_not_a_clean_result(learned: Path, tmp_path: Path) -> None:
+    """A capture that ends in damage makes `check` exit 2 (verdicts cover only part of it) unless allowed."""
+    cut = tmp_path / "cut.pcapng"
+    data = EXPLOIT.read_bytes()
+    cut.write_bytes(data[: len(data) // 3 + 5])
+    res = podwall("check", cut, "-i", INVENTORY, "-p", learned, "--no-store", "--json")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "damaged capture" in res.stderr and "offset" in res.stderr
+    assert json.loads(res.stdout)["complete"] is False
+    allowed = podwall("check", cut, "-i", INVENTORY, "-p", learned, "--no-store", "--allow-damaged")
+    assert allowed.returncode in (0, 1), allowed.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["events", "--type", "bogus"],
+        ["events", "--limit", "0"],
+        ["events", "--db", "http://[::1"],
+        ["check", str(NORMAL), "-p", "{policy}", "-i", str(INVENTORY), "--db", "http://[::1"],
+    ],
+    ids=["bad-type", "bad-limit", "bad-db-url", "check-bad-db-url"],
+)
+def test_bad_options_exit_2_without_a_traceback(learned: Path, args: list[str]) -> None:
+    """Bad option values are usage errors (exit 2, no traceback), never mistaken for violations (1)."""
+    res = podwall(*[str(learned) if a == "{policy}" else a for a in args])
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
