@@ -39,7 +39,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-policy_app = typer.Typer(help="Policy files: validate, explain, analyze, diff, connlist.", no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Policy files: validate, explain, analyze, diff, connlist, import and export (NeuVector).",
+    no_args_is_help=True,
+)
 app.add_typer(policy_app, name="policy")
 app.add_typer(lab_app, name="lab")  # podwall/cli/lab.py: up, exec, status, down
 
@@ -452,6 +455,44 @@ def policy_validate(files: Annotated[list[Path], typer.Argument(help="policy YAM
         out.print(f"{f}: valid ({len(pol.spec.groups)} group(s), {len(pol.spec.rules)} rule(s))", highlight=False)
     if failed:
         raise typer.Exit(2)
+
+
+@policy_app.command("import")
+@_handles_errors
+def policy_import(
+    source: Annotated[
+        Path, typer.Argument(help="NeuVector NvSecurityRule / NvClusterSecurityRule YAML (one or a List)")
+    ],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the podwall policy here")] = None,
+) -> None:
+    """Convert NeuVector security-rule CRDs into a podwall policy (rules become policy-as-code)."""
+    from podwall.policy.formats.neuvector import parse_neuvector
+
+    _check_files([source], "file")
+    text = dump_policy(parse_neuvector(source.read_text(), str(source)))
+    _emit(text, output)
+
+
+@policy_app.command("export")
+@_handles_errors
+def policy_export(
+    policy: Annotated[Path, typer.Argument(help="podwall policy YAML")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write the CRDs here")] = None,
+    cluster: Annotated[bool, typer.Option("--cluster", help="NvClusterSecurityRule objects only")] = False,
+) -> None:
+    """Export a podwall policy as NeuVector NvSecurityRule CRDs (fails on what NeuVector cannot express)."""
+    from podwall.policy.formats.neuvector import export_neuvector
+
+    _check_files([policy], "policy file")
+    _emit(export_neuvector(load_policy(policy), cluster_scoped=cluster), output)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        output.write_text(text)
+        err.print(f"written to {output}", highlight=False)
 
 
 @policy_app.command("connlist")

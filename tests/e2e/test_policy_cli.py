@@ -85,3 +85,27 @@ def test_connlist_rejects_bad_policy_with_location(tmp_path: Path) -> None:
     res = podwall("policy", "connlist", d)
     assert res.returncode == 2
     assert "1.yaml" in res.stderr and "port" in res.stderr
+
+
+def test_neuvector_export_then_import_gives_the_same_rules(tmp_path: Path) -> None:
+    """A learned policy exported as NeuVector CRDs and imported back allows the same connections."""
+    from podwall.demo import INVENTORY, NORMAL
+    from podwall.policy.formats.podwall_yaml import load_policy
+
+    learned = tmp_path / "learned.yaml"
+    assert podwall("learn", NORMAL, "-i", INVENTORY, "-o", learned, "--no-store").returncode == 0
+    crds = tmp_path / "nv.yaml"
+    res = podwall("policy", "export", learned, "-o", crds)
+    assert res.returncode == 0, res.stderr
+    assert "kind: NvSecurityRule" in crds.read_text()
+    back = tmp_path / "back.yaml"
+    res = podwall("policy", "import", crds, "-o", back)
+    assert res.returncode == 0, res.stderr
+
+    def shape(path: Path) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...], str]]:
+        rules = load_policy(path).spec.rules
+        return {(r.from_, r.to, tuple(sorted(r.ports)), tuple(sorted(r.applications)), r.action) for r in rules}
+
+    assert shape(back) == shape(learned)
+    check = podwall("check", NORMAL, "-i", INVENTORY, "-p", back, "--no-store")
+    assert check.returncode == 0, check.stdout + check.stderr
