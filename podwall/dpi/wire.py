@@ -4,14 +4,17 @@ A `Reader` walks a complete message and fails closed: every read past its end ra
 `ProtocolError` saying what was being read and at which offset, never `IndexError` or
 `struct.error`. Parsers first make sure a whole message is buffered (by its length field)
 and then read it with a `Reader`, so an overrun always means a malformed message.
-`StreamBuffer` is the bounded per-direction receive buffer that TCP parsers share.
+`StreamBuffer` is the bounded per-direction receive buffer that TCP parsers share;
+`FramedStream` cuts it into length-framed messages, holding at most a cap of each (Kafka,
+MongoDB); `PiecewiseMessages` is the base of parsers that take each message as it trickles in, holding
+only the first bytes of its body (PostgreSQL, MySQL, Cassandra).
 """
 
 from __future__ import annotations
 
 from podwall.core.errors import ProtocolError
 
-__all__ = ["Reader", "StreamBuffer"]
+__all__ = ["FramedStream", "PiecewiseMessages", "Reader", "StreamBuffer"]
 
 
 class Reader:
@@ -137,3 +140,79 @@ class StreamBuffer:
     def clear(self) -> None:
         self.buf.clear()
         self.pos = 0
+
+
+class FramedStream:
+    """One direction's length-framed messages: each is held up to `cap` bytes, the rest of a
+    longer one streams through unbuffered (`skip` counts what is still to pass over).
+
+    A parser appends to `stream`, asks `next_frame` where the next header starts, reads its
+    length there, and `take_frame` gives the held part once buffered; then `stream.compact()`.
+    """
+
+    __slots__ = ("cap", "skip", "stream")
+
+    def __init__(self, cap: int, what: str) -> None:
+        self.stream = StreamBuffer(cap, what)
+        self.cap = cap
+        self.skip = 0
+
+    def next_frame(self, header: int) -> int:
+        """Where the next frame starts once its first `header` bytes are buffered, else -1."""
+        stream = self.stream
+        available = len(stream.buf) - stream.pos
+        if self.skip:
+            n = min(self.skip, available)
+            stream.pos += n
+            self.skip -= n
+            if self.skip:
+                return -1
+            available -= n
+        return stream.pos if available >= header else -1
+
+    def take_frame(self, size: int, start: int = 0) -> bytearray | None:
+        """The held part of the `size`-byte frame at the read position, from its offset `start`.
+
+        None until that part is buffered; otherwise the read position moves past it and the
+        rest of a frame longer than `cap` is to be skipped.
+        """
+        stream = self.stream
+        pos = stream.pos
+        want = min(size, self.cap)
+        if len(stream.buf) - pos < want:
+            return None
+        stream.pos = pos + want
+        self.skip = size - want
+        return stream.buf[pos + start : pos + want]
+
+
+class PiecewiseMessages:
+    """One direction's messages taken piece by piece: a fixed-size header gathered whole in
+    `head`, then a body of `left` bytes streamed through, of which only the first `keep` are
+    held in `body`. Subclasses decode the header and say when a message starts and ends.
+    """
+
+    __slots__ = ("body", "head", "in_body", "keep", "left", "what")
+
+    def __init__(self, keep: int, what: str) -> None:
+        self.keep = keep
+        self.what = what
+        self.head = bytearray()
+        self.body = bytearray()
+        self.in_body = False
+        self.left = 0  # body bytes still to come
+
+    def gather_head(self, data: bytes, pos: int, need: int) -> int:
+        """Add bytes from `data[pos:]` to `head` until it holds `need`; the new position."""
+        take = min(need - len(self.head), len(data) - pos)
+        self.head += data[pos : pos + take]
+        return pos + take
+
+    def gather_body(self, data: bytes, pos: int) -> int:
+        """Pass over up to `left` body bytes of `data[pos:]`, held while `body` is under `keep`; the new position."""
+        take = min(self.left, len(data) - pos)
+        room = self.keep - len(self.body)
+        if room > 0 and take:
+            self.body += data[pos : pos + min(take, room)]
+        self.left -= take
+        return pos + take

@@ -361,8 +361,11 @@ def inventory_files(paths: Sequence[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def load_inventory_with_warnings(paths: Sequence[str | Path]) -> LoadResult:
-    """Read and merge every inventory source; returns the inventory and the load warnings."""
+def read_document_files(paths: Sequence[str | Path]) -> tuple[list[Document], list[Problem]]:
+    """The documents of every file given or found in a directory given, and what could not be read.
+
+    The problems come back rather than raised, so that a caller reports them together with its own.
+    """
     documents: list[Document] = []
     problems: list[Problem] = []
     for path in inventory_files(paths):
@@ -375,6 +378,12 @@ def load_inventory_with_warnings(paths: Sequence[str | Path]) -> LoadResult:
             documents.extend(read_documents(text, str(path)))
         except InputError as exc:
             problems.extend(exc.problems)
+    return documents, problems
+
+
+def load_inventory_with_warnings(paths: Sequence[str | Path]) -> LoadResult:
+    """Read and merge every inventory source; returns the inventory and the load warnings."""
+    documents, problems = read_document_files(paths)
     try:
         result = load_documents(documents)  # still checked, so that every fault is reported at once
     except InputError as exc:

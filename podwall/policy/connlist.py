@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from podwall.core.errors import InputError, Location, Problem
-from podwall.inventory.kube import Document, read_documents
-from podwall.inventory.loader import inventory_files, load_documents
+from podwall.core.errors import InputError, Problem
+from podwall.inventory.kube import Document
+from podwall.inventory.loader import load_documents, read_document_files
 from podwall.inventory.model import Inventory, Workload
 from podwall.policy.formats.kubernetes import IPNet, PolicySet, policies_from_documents
 from podwall.policy.netpol import IPPeer, NetpolEngine, Peer, PodPeer, block_ranges
@@ -108,18 +108,7 @@ def connlist_from_documents(documents: Sequence[Document]) -> list[str]:
 
 def load_connlist_inputs(paths: Sequence[str | Path]) -> list[Document]:
     """Every document of the given files and directories (recursively: .yaml, .yml, .json)."""
-    documents: list[Document] = []
-    problems: list[Problem] = []
-    for path in inventory_files(paths):
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(Location(str(path)), f"cannot read: {exc}"))
-            continue
-        try:
-            documents.extend(read_documents(text, str(path)))
-        except InputError as exc:
-            problems.extend(exc.problems)
+    documents, problems = read_document_files(paths)
     if problems:
         raise InputError("connectivity input", problems)
     return documents

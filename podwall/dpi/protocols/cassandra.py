@@ -20,7 +20,7 @@ from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, Detection, L7Event
-from podwall.dpi.wire import Reader
+from podwall.dpi.wire import PiecewiseMessages, Reader
 
 __all__ = ["INTERNODE_MAGIC", "OPCODES", "CassandraDetector", "CassandraParser"]
 
@@ -158,27 +158,19 @@ class CassandraDetector:
         return CassandraParser(self._limits)
 
 
-class _Frames:
+class _Frames(PiecewiseMessages):
     """One direction's frames; bodies stream through and only `keep` bytes are held."""
 
-    __slots__ = ("body", "head", "header", "in_body", "keep", "left", "what")
+    __slots__ = ("header",)
 
     def __init__(self, keep: int, what: str) -> None:
-        self.keep = keep
-        self.what = what
-        self.head = bytearray()
+        super().__init__(keep, what)
         self.header = b""
-        self.body = bytearray()
-        self.in_body = False
-        self.left = 0
 
     def next(self, data: bytes, pos: int, response: bool) -> tuple[int, tuple[bytes, bytes, int] | None]:
         """Consume from `data[pos:]` to the end of one frame: (new pos, (header, body prefix, size) or None)."""
-        n = len(data)
         if not self.in_body:
-            take = min(HEADER - len(self.head), n - pos)
-            self.head += data[pos : pos + take]
-            pos += take
+            pos = self.gather_head(data, pos, HEADER)
             if len(self.head) < HEADER:
                 return pos, None
             header = bytes(self.head)
@@ -197,12 +189,7 @@ class _Frames:
             self.left = length
             self.body.clear()
             self.in_body = True
-        take = min(self.left, n - pos)
-        room = self.keep - len(self.body)
-        if room > 0 and take:
-            self.body += data[pos : pos + min(take, room)]
-        pos += take
-        self.left -= take
+        pos = self.gather_body(data, pos)
         if self.left:
             return pos, None
         self.in_body = False

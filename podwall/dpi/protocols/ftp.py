@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, Detection, L7Event
-from podwall.dpi.protocols.textline import CommandReplyParser, Reply, client_verb, greeting_220, text
+from podwall.dpi.protocols.textline import CommandReplyParser, Reply, detect_220, text
 
 __all__ = ["FtpDetector", "FtpParser", "parse_eprt", "parse_port"]
 
@@ -77,14 +77,7 @@ class FtpDetector:
         self._limits = limits
 
     def detect(self, direction: Direction, data: bytes, ctx: DetectContext) -> Detection:
-        if not data:
-            return Detection.NEED_MORE
-        if direction == Direction.C2S:
-            return client_verb(data, _FIRST_VERBS, _NEUTRAL)
-        verdict = greeting_220(data)
-        if verdict == "ftp":
-            return Detection.MATCH
-        return Detection.NEED_MORE if verdict in ("more", "either") else Detection.NO
+        return detect_220(direction, data, "ftp", _FIRST_VERBS, _NEUTRAL)
 
     def parser(self, ctx: DetectContext) -> FtpParser:
         return FtpParser(self._limits)

@@ -21,6 +21,7 @@ def is_grease(value: int) -> bool:
     """GREASE values (RFC 8701) such as 0x0a0a: reserved noise, never a real choice."""
     return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
 
+
 _EXT_SNI = 0x0000
 _EXT_ALPN = 0x0010
 _EMPTY_HASH = "000000000000"

@@ -21,7 +21,7 @@ from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, Detection, L7Event
-from podwall.dpi.wire import StreamBuffer
+from podwall.dpi.wire import FramedStream
 
 __all__ = ["API_NAMES", "KafkaDetector", "KafkaParser", "parse_request_header", "request_topics"]
 
@@ -253,20 +253,12 @@ def parse_request_header(data: bytes | bytearray, pos: int, end: int) -> tuple[i
     return api_key, version, correlation, client_id, body
 
 
-class _Side:
-    __slots__ = ("skip", "stream")
-
-    def __init__(self, cap: int) -> None:
-        self.stream = StreamBuffer(cap, "Kafka message")
-        self.skip = 0
-
-
 class KafkaParser:
     """Sans-IO Kafka parser for one connection: `request` and `response` events."""
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        self._cap = max(limits.parser_buffer, 64)
-        self._sides = (_Side(self._cap), _Side(self._cap))
+        cap = max(limits.parser_buffer, 64)
+        self._sides = (FramedStream(cap, "Kafka message"), FramedStream(cap, "Kafka message"))
         self._pending: dict[int, int] = {}  # correlation_id -> api_key, oldest first
         self._requests: Direction | None = None  # the direction that sends requests, once seen
 
@@ -279,27 +271,14 @@ class KafkaParser:
         stream = side.stream
         stream.append(data)
         buf = stream.buf
-        while True:
-            available = len(buf) - stream.pos
-            if side.skip:
-                n = min(side.skip, available)
-                stream.pos += n
-                side.skip -= n
-                if side.skip:
-                    break
-                continue
-            if available < 4:
-                break
-            pos = stream.pos
+        while (pos := side.next_frame(4)) >= 0:
             size = int.from_bytes(buf[pos : pos + 4], "big", signed=True)
             if not 4 <= size <= MAX_MESSAGE:
                 raise ProtocolError(f"Kafka: message size {size} outside 4..{MAX_MESSAGE}")
-            want = min(size, self._cap - 4) + 4
-            if available < want:
+            body = side.take_frame(size + 4, 4)
+            if body is None:
                 break
-            self._message(direction, buf[pos + 4 : pos + want], out)
-            stream.pos += want
-            side.skip = size + 4 - want
+            self._message(direction, body, out)
         stream.compact()
         return out
 

@@ -19,7 +19,7 @@ from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, Detection, L7Event
-from podwall.dpi.wire import StreamBuffer
+from podwall.dpi.wire import FramedStream
 
 __all__ = ["OPCODES", "MongoDetector", "MongoParser", "bson_fields"]
 
@@ -291,16 +291,6 @@ def _message(head: bytes | bytearray, size: int, direction: Direction) -> L7Even
     return L7Event(APP, kind, direction, fields)
 
 
-class _Side:
-    """One direction's byte stream cut into messages; bodies past the cap stream through."""
-
-    __slots__ = ("skip", "stream")
-
-    def __init__(self, cap: int) -> None:
-        self.stream = StreamBuffer(cap, "MongoDB message")
-        self.skip = 0
-
-
 def _check_header(size: int, opcode: int) -> None:
     if not HEADER <= size <= MAX_MESSAGE:
         raise ProtocolError(f"MongoDB: message length {size} outside {HEADER}..{MAX_MESSAGE}")
@@ -313,8 +303,7 @@ class MongoParser:
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         cap = max(limits.parser_buffer, HEADER + 24)
-        self._cap = cap
-        self._sides = (_Side(cap), _Side(cap))
+        self._sides = (FramedStream(cap, "MongoDB message"), FramedStream(cap, "MongoDB message"))
 
     def server_name(self) -> str | None:
         return None
@@ -325,26 +314,13 @@ class MongoParser:
         stream = side.stream
         stream.append(data)
         buf = stream.buf
-        while True:
-            available = len(buf) - stream.pos
-            if side.skip:
-                n = min(side.skip, available)
-                stream.pos += n
-                side.skip -= n
-                if side.skip:
-                    break
-                continue
-            if available < HEADER:
-                break
-            pos = stream.pos
+        while (pos := side.next_frame(HEADER)) >= 0:
             size = _i32(buf, pos)
             _check_header(size, _i32(buf, pos + 12))
-            want = min(size, self._cap)
-            if available < want:
+            head = side.take_frame(size)
+            if head is None:
                 break
-            out.append(_message(buf[pos : pos + want], size, direction))
-            stream.pos += want
-            side.skip = size - want
+            out.append(_message(head, size, direction))
         stream.compact()
         return out
 

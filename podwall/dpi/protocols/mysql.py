@@ -20,7 +20,7 @@ from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, Detection, L7Event
-from podwall.dpi.wire import Reader
+from podwall.dpi.wire import PiecewiseMessages, Reader
 
 __all__ = ["COMMAND_NAMES", "MysqlDetector", "MysqlParser"]
 
@@ -159,18 +159,17 @@ class MysqlDetector:
         return MysqlParser(self._limits)
 
 
-class _Packets:
-    """One direction's packets reassembled into logical payloads; only the first `keep` bytes are held."""
+class _Packets(PiecewiseMessages):
+    """One direction's packets reassembled into logical payloads; only the first `keep` bytes are held.
 
-    __slots__ = ("body", "expect_seq", "header", "in_body", "keep", "left", "more", "seq", "size", "what")
+    `left` counts the body bytes still to come in the current packet; `body` holds the start
+    of the whole logical payload, across continuation packets.
+    """
+
+    __slots__ = ("expect_seq", "more", "seq", "size")
 
     def __init__(self, keep: int, what: str) -> None:
-        self.keep = keep
-        self.what = what
-        self.header = bytearray()
-        self.body = bytearray()
-        self.in_body = False
-        self.left = 0  # body bytes still to come in the current packet
+        super().__init__(keep, what)
         self.more = False  # the current logical payload continues in the next packet
         self.seq = 0  # sequence number of the logical payload's first packet
         self.expect_seq = 0
@@ -182,14 +181,12 @@ class _Packets:
         pos, n = 0, len(data)
         while pos < n:
             if not self.in_body:
-                take = min(4 - len(self.header), n - pos)
-                self.header += data[pos : pos + take]
-                pos += take
-                if len(self.header) < 4:
+                pos = self.gather_head(data, pos, 4)
+                if len(self.head) < 4:
                     break
-                length = int.from_bytes(self.header[:3], "little")
-                seq = self.header[3]
-                self.header.clear()
+                length = int.from_bytes(self.head[:3], "little")
+                seq = self.head[3]
+                self.head.clear()
                 if self.more:
                     if seq != self.expect_seq:
                         raise ProtocolError(
@@ -204,12 +201,7 @@ class _Packets:
                 self.left = length
                 self.size += length
                 self.in_body = True
-            take = min(self.left, n - pos)
-            room = self.keep - len(self.body)
-            if room > 0 and take:
-                self.body += data[pos : pos + min(take, room)]
-            pos += take
-            self.left -= take
+            pos = self.gather_body(data, pos)
             if self.left == 0:
                 self.in_body = False
                 if not self.more:

@@ -18,7 +18,7 @@ from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, Detection, L7Event
-from podwall.dpi.protocols.textline import DotBody, LineBuffer, client_verb, is_text, text
+from podwall.dpi.protocols.textline import DotBody, LineConversation, client_verb, is_text, text
 
 __all__ = ["Pop3Detector", "Pop3Parser"]
 
@@ -63,40 +63,17 @@ class Pop3Detector:
         return Pop3Parser(self._limits)
 
 
-class Pop3Parser:
+class Pop3Parser(LineConversation):
     """Sans-IO POP3 parser: `greeting`, `command` and `reply` events."""
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        self._client = LineBuffer(limits.parser_buffer, "POP3 command")
-        self._server = LineBuffer(limits.parser_buffer, "POP3 reply")
+        super().__init__(limits, "POP3 command", "POP3 reply")
         self._pending: deque[tuple[bytes, bool]] = deque()  # (verb, whether +OK starts a multi-line reply)
         self._greeted = False
         self._gate = False  # AUTH/STLS sent: the client waits for the answer
         self._sasl = False  # a `+ ` challenge came: the next client line is a SASL response
         self._body = DotBody()
         self._reply: dict[str, Any] = {}
-        self.finished = False
-
-    def server_name(self) -> str | None:
-        return None
-
-    def feed(self, direction: Direction, data: bytes) -> list[L7Event]:
-        if not data or self.finished:
-            return []
-        out: list[L7Event] = []
-        if direction == Direction.C2S:
-            self._client.append(data)
-        else:
-            self._server.append(data)
-            self._server_run(out)
-            self._server.compact()
-        self._client_run(out)
-        if self.finished:
-            self._client.clear()
-            self._server.clear()
-        else:
-            self._client.compact()
-        return out
 
     def _client_run(self, out: list[L7Event]) -> None:
         while not self.finished and not self._gate:

@@ -17,7 +17,7 @@ from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, Detection, L7Event
-from podwall.dpi.wire import Reader
+from podwall.dpi.wire import PiecewiseMessages, Reader
 
 __all__ = ["PostgresDetector", "PostgresParser"]
 
@@ -127,31 +127,23 @@ class PostgresDetector:
         return PostgresParser(self._limits)
 
 
-class _Messages:
+class _Messages(PiecewiseMessages):
     """One direction's messages, typed or untyped; bodies stream through and only `keep` bytes are held."""
 
-    __slots__ = ("body", "head", "in_body", "keep", "kind", "left", "size", "what")
+    __slots__ = ("kind", "size")
 
     def __init__(self, keep: int, what: str) -> None:
-        self.keep = keep
-        self.what = what
-        self.head = bytearray()
-        self.body = bytearray()
-        self.in_body = False
+        super().__init__(keep, what)
         self.kind = 0
-        self.left = 0
         self.size = 0
 
     def next(
         self, data: bytes, pos: int, typed: bool, types: frozenset[int]
     ) -> tuple[int, tuple[int, bytes, int] | None]:
         """Consume from `data[pos:]` up to the end of one message: (new pos, (type, body, size) or None)."""
-        n = len(data)
         if not self.in_body:
             need = 5 if typed else 4
-            take = min(need - len(self.head), n - pos)
-            self.head += data[pos : pos + take]
-            pos += take
+            pos = self.gather_head(data, pos, need)
             if len(self.head) < need:
                 return pos, None
             kind = self.head[0] if typed else 0
@@ -166,12 +158,7 @@ class _Messages:
             self.size = self.left = length - 4
             self.body.clear()
             self.in_body = True
-        take = min(self.left, n - pos)
-        room = self.keep - len(self.body)
-        if room > 0 and take:
-            self.body += data[pos : pos + min(take, room)]
-        pos += take
-        self.left -= take
+        pos = self.gather_body(data, pos)
         if self.left:
             return pos, None
         self.in_body = False

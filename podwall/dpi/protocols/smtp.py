@@ -18,7 +18,7 @@ from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, Detection, L7Event
-from podwall.dpi.protocols.textline import CommandReplyParser, DotBody, Reply, client_verb, greeting_220, text
+from podwall.dpi.protocols.textline import CommandReplyParser, DotBody, Reply, detect_220, text
 
 __all__ = ["SmtpDetector", "SmtpParser"]
 
@@ -41,14 +41,7 @@ class SmtpDetector:
         self._limits = limits
 
     def detect(self, direction: Direction, data: bytes, ctx: DetectContext) -> Detection:
-        if not data:
-            return Detection.NEED_MORE
-        if direction == Direction.C2S:
-            return client_verb(data, _HELLO, _NEUTRAL)
-        verdict = greeting_220(data)
-        if verdict == "smtp":
-            return Detection.MATCH
-        return Detection.NEED_MORE if verdict in ("more", "either") else Detection.NO
+        return detect_220(direction, data, "smtp", _HELLO, _NEUTRAL)
 
     def parser(self, ctx: DetectContext) -> SmtpParser:
         return SmtpParser(self._limits)

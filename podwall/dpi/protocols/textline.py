@@ -23,10 +23,12 @@ __all__ = [
     "CommandReplyParser",
     "DotBody",
     "LineBuffer",
+    "LineConversation",
     "Reply",
     "ReplyReader",
     "client_verb",
     "complete_lines",
+    "detect_220",
     "greeting_220",
     "is_text",
     "text",
@@ -129,6 +131,23 @@ def greeting_220(data: bytes) -> str:
 
 
 MAX_GREETING_LINES = 8
+
+
+def detect_220(
+    direction: Direction, data: bytes, app: str, first: frozenset[bytes], neutral: frozenset[bytes]
+) -> Detection:
+    """SMTP/FTP detection: the client's first verbs (`client_verb`), or a `220` greeting naming `app`.
+
+    A greeting that names neither protocol (`either`) keeps the candidate: the client decides.
+    """
+    if not data:
+        return Detection.NEED_MORE
+    if direction == Direction.C2S:
+        return client_verb(data, first, neutral)
+    verdict = greeting_220(data)
+    if verdict == app:
+        return Detection.MATCH
+    return Detection.NEED_MORE if verdict in ("more", "either") else Detection.NO
 
 
 class LineBuffer:
@@ -256,30 +275,17 @@ MAX_PENDING = 256  # commands awaiting their replies (SMTP/FTP pipelining)
 _VERB_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-class CommandReplyParser:
-    """The SMTP/FTP skeleton: client command lines, numbered server replies, matched in order.
+class LineConversation:
+    """Client lines and server lines of one connection, each direction in a bounded `LineBuffer`.
 
-    The first complete reply is the greeting. Each later final reply (2xx-5xx) answers the
-    oldest command still pending; 1xx replies are preliminary. After a verb in `GATED` the
-    client waits for its reply before sending more (DATA, AUTH, STARTTLS), so its later bytes
-    are only read once that reply is in: they may be a message body, a SASL response or TLS.
-    A reply code in `SASL_CODES` to a gated AUTH makes the next client line a SASL response,
-    which is skipped and never reported. Subclasses make the events and may take over client
-    bytes (`_client_bytes`, for a message body).
+    `feed` runs the server side first when server bytes arrive (a reply may let the client's
+    waiting bytes be read), then the client side; once `finished`, both buffers are dropped.
+    Subclasses read the lines in `_client_run` and `_server_run`.
     """
 
-    app: ClassVar[str] = ""
-    GATED: ClassVar[frozenset[bytes]] = frozenset()
-    SASL_CODES: ClassVar[frozenset[int]] = frozenset()
-
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        self._client = LineBuffer(limits.parser_buffer, f"{self.app} command")
-        self._server = LineBuffer(limits.parser_buffer, f"{self.app} reply")
-        self._replies = ReplyReader(self.app)
-        self._pending: deque[bytes] = deque()
-        self._greeted = False
-        self._gate: bytes | None = None
-        self._sasl = False
+    def __init__(self, limits: Limits, client_what: str, server_what: str) -> None:
+        self._client = LineBuffer(limits.parser_buffer, client_what)
+        self._server = LineBuffer(limits.parser_buffer, server_what)
         self.finished = False
 
     def server_name(self) -> str | None:
@@ -302,6 +308,37 @@ class CommandReplyParser:
         else:
             self._client.compact()
         return out
+
+    def _client_run(self, out: list[L7Event]) -> None:
+        raise NotImplementedError
+
+    def _server_run(self, out: list[L7Event]) -> None:
+        raise NotImplementedError
+
+
+class CommandReplyParser(LineConversation):
+    """The SMTP/FTP skeleton: client command lines, numbered server replies, matched in order.
+
+    The first complete reply is the greeting. Each later final reply (2xx-5xx) answers the
+    oldest command still pending; 1xx replies are preliminary. After a verb in `GATED` the
+    client waits for its reply before sending more (DATA, AUTH, STARTTLS), so its later bytes
+    are only read once that reply is in: they may be a message body, a SASL response or TLS.
+    A reply code in `SASL_CODES` to a gated AUTH makes the next client line a SASL response,
+    which is skipped and never reported. Subclasses make the events and may take over client
+    bytes (`_client_bytes`, for a message body).
+    """
+
+    app: ClassVar[str] = ""
+    GATED: ClassVar[frozenset[bytes]] = frozenset()
+    SASL_CODES: ClassVar[frozenset[int]] = frozenset()
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits, f"{self.app} command", f"{self.app} reply")
+        self._replies = ReplyReader(self.app)
+        self._pending: deque[bytes] = deque()
+        self._greeted = False
+        self._gate: bytes | None = None
+        self._sasl = False
 
     def _client_bytes(self, out: list[L7Event]) -> bool | None:
         """Client bytes that are not command lines: None when there are none pending, else progress."""
