@@ -62,9 +62,9 @@ def check(flows: Iterable[NamedFlow], engine: PolicyEngine) -> list[CheckedConve
         key = (ckey, verdict.rule_id, verdict.action)
         item = out.get(key)
         if item is None:
-            conv = Conversation(ckey[0], ckey[1], ckey[2], ckey[3], ckey[4], nf.client, nf.server)
-            item = out[key] = CheckedConversation(conv, verdict)
-        item.conversation.add(nf)
+            item = out[key] = checked_flow(nf, verdict, obs)
+        else:
+            item.conversation.add(nf)
     return sorted(out.values(), key=lambda c: (c.conversation.key, c.verdict.rule_id))
 
 
@@ -93,7 +93,19 @@ def _severity(verdict: Verdict) -> Severity:
     return Severity.MEDIUM if verdict.violation else Severity.INFO
 
 
-def conversation_event(item: CheckedConversation, etype: EventType, source: str | None) -> Event:
+def checked_flow(nf: NamedFlow, verdict: Verdict, obs: Observation | None = None) -> CheckedConversation:
+    """One flow as a conversation of one session with its verdict (a live monitor's unit of report)."""
+    ckey = conversation_key(nf, obs)
+    conv = Conversation(ckey[0], ckey[1], ckey[2], ckey[3], ckey[4], nf.client, nf.server)
+    conv.add(nf)
+    return CheckedConversation(conv, verdict)
+
+
+def conversation_event(
+    item: CheckedConversation, etype: EventType, source: str | None, *, event_id: str | None = None
+) -> Event:
+    """The event of a checked conversation; `event_id` replaces the id derived from its content
+    (a live monitor names an event by its connection, whose counters still grow)."""
     conv, v = item.conversation, item.verdict
     if etype is EventType.VIOLATION:
         message = f"{conv.client_group} -> {conv.server_group} {conv.application}: {v.action} by rule {v.rule_id}"
@@ -103,7 +115,7 @@ def conversation_event(item: CheckedConversation, etype: EventType, source: str 
     # records the server port only.
     client = replace(conv.client, port=0)
     return Event(
-        id=_event_id(etype, source, conv, v.rule_id),
+        id=event_id if event_id is not None else _event_id(etype, source, conv, v.rule_id),
         time=_utc(conv.first_seen),
         last_seen=_utc(conv.last_seen),
         type=etype,

@@ -747,6 +747,52 @@ def policy_analyze(
 
 @app.command()
 @_handles_errors
+def monitor(
+    policy: Annotated[Path, typer.Option("--policy", "-p", help="policy YAML to judge the traffic by")],
+    lab: Annotated[str | None, typer.Option("--lab", help="the lab to tap (needed only when several are up)")] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="where labs keep their state")] = None,
+    duration: Annotated[float | None, typer.Option(min=0.1, help="stop after this many seconds")] = None,
+    db: DbOpt = None,
+    jsonl: JsonlOpt = None,
+    no_store: NoStoreOpt = False,
+) -> None:
+    """Watch a lab's pods from a passive AF_PACKET tap on the node (no inline cost) and record each
+    violation as it happens; stops on Ctrl-C, SIGTERM or after --duration (root)."""
+    from podwall.enforce.monitor import monitor_lab
+    from podwall.lab.cluster import find_lab
+    from podwall.store.sinks import JsonlSink, Sink
+
+    _check_files([policy], "policy file")
+    pol = load_policy(policy)
+    state = find_lab(lab, state_dir)
+    sinks: list[Sink] = []
+    if not no_store:
+        from podwall.store.events import EventStore
+
+        try:
+            sinks.append(EventStore(db))
+        except ValueError as exc:
+            raise _fail(f"--db: {exc}") from None
+    if jsonl is not None:
+        sinks.append(JsonlSink(jsonl))
+
+    def show(batch: list[Event]) -> None:
+        for e in batch:
+            rule = e.verdict.rule_id if e.verdict else "-"
+            out.print(f"{e.time:%H:%M:%S} {e.type.value} {e.client.group} -> {e.server.group}:{e.server.port} "
+                      f"{e.application} rule {rule}", highlight=False)  # fmt: skip
+
+    err.print(f"monitoring lab {state.lab} ({len(state.pods)} pods); Ctrl-C to stop", highlight=False)
+    try:
+        stats = monitor_lab(state, pol, sinks, duration=duration, on_events=show)
+    finally:
+        for sink in sinks:
+            sink.close()
+    out.print(json.dumps(stats.to_dict()), highlight=False)
+
+
+@app.command()
+@_handles_errors
 def demo(
     db: DbOpt = None,
     no_store: NoStoreOpt = False,
