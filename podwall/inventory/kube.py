@@ -25,12 +25,12 @@ from typing import Any
 import yaml
 
 from podwall.core.errors import InputError, Location, Problem
+from podwall.inventory.fields import FieldReader, check_namespace_name, check_object_name, check_port_name
 from podwall.inventory.model import (
     DEFAULT_NAMESPACE,
     NAMESPACE_NAME_LABEL,
     Claim,
     ContainerPort,
-    FieldReader,
     InventoryPart,
     IPAddress,
     Labels,
@@ -42,9 +42,6 @@ from podwall.inventory.model import (
     ServicePort,
     Workload,
     build_inventory,
-    check_namespace_name,
-    check_object_name,
-    check_port_name,
     stable_labels,
 )
 

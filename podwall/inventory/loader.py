@@ -16,12 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from podwall.core.errors import InputError, Location, Problem
+from podwall.inventory.fields import (
+    FieldReader,
+    check_group_name,
+    check_kind,
+    check_namespace_name,
+    check_object_name,
+    check_port_name,
+)
 from podwall.inventory.kube import Document, kube_part, read_documents
 from podwall.inventory.model import (
     NAMESPACE_NAME_LABEL,
     Claim,
     ExternalGroup,
-    FieldReader,
     Inventory,
     InventoryPart,
     Labels,
@@ -33,11 +40,6 @@ from podwall.inventory.model import (
     ServicePort,
     Workload,
     build_inventory,
-    check_group_name,
-    check_kind,
-    check_namespace_name,
-    check_object_name,
-    check_port_name,
     stable_labels,
 )
 

@@ -27,19 +27,8 @@ from typing import cast
 
 from podwall.core.types import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Endpoint, Observation
 from podwall.policy.evaluate import DNS_PORT, PolicyEngine, is_external, is_node, normalize_app
-from podwall.policy.model import (
-    LEARNED_IDS,
-    MODES,
-    Criterion,
-    Group,
-    Metadata,
-    Mode,
-    Policy,
-    PolicySpec,
-    Rule,
-    check_app_name,
-    check_group_name,
-)
+from podwall.policy.model import LEARNED_IDS, MODES, Criterion, Group, Metadata, Mode, Policy, PolicySpec, Rule
+from podwall.policy.specs import check_app_name, check_group_name
 
 MAX_LEARNED_PORTS = 20  # beyond this many distinct ports between two groups, learn `any`
 DEFAULT_NAME = "learned"

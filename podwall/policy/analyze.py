@@ -21,23 +21,9 @@ from typing import Any
 from podwall.inventory.model import Inventory
 from podwall.policy.endpoints import GroupMembers
 from podwall.policy.evaluate import PolicyEngine
-from podwall.policy.model import (
-    MAX_PRIORITY,
-    TIER_RANK,
-    Criterion,
-    Group,
-    GrpcMatch,
-    HeaderMatch,
-    HttpMatch,
-    L7Match,
-    PathMatch,
-    Policy,
-    PortSpec,
-    Rule,
-    name_matches,
-    parse_address,
-    tier_of,
-)
+from podwall.policy.l7model import GrpcMatch, HeaderMatch, HttpMatch, L7Match, PathMatch
+from podwall.policy.model import MAX_PRIORITY, TIER_RANK, Criterion, Group, Policy, Rule, tier_of
+from podwall.policy.specs import PortSpec, name_matches, parse_address
 
 SHADOWED = "shadowed"
 REDUNDANT = "redundant"

@@ -24,7 +24,8 @@ from typing import Literal
 
 from podwall.core.types import PROTO_ICMP, PROTO_ICMPV6
 from podwall.policy.l7match import L7Matcher
-from podwall.policy.model import MAX_PRIORITY, TIER_RANK, Rule, parse_port_spec, tier_of
+from podwall.policy.model import MAX_PRIORITY, TIER_RANK, Rule, tier_of
+from podwall.policy.specs import parse_port_spec
 
 Direction = Literal["ingress", "egress"]
 

@@ -17,7 +17,8 @@ from podwall.core.verdict import Verdict
 from podwall.inventory.model import Inventory
 from podwall.policy.endpoints import GroupMembers, Representative, representatives
 from podwall.policy.evaluate import PolicyEngine, normalize_app
-from podwall.policy.model import Policy, PortSpec
+from podwall.policy.model import Policy
+from podwall.policy.specs import PortSpec
 
 NEWLY_ALLOWED = "newly-allowed"
 NEWLY_DENIED = "newly-denied"

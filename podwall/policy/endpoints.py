@@ -16,7 +16,8 @@ from podwall.core.types import Endpoint
 from podwall.inventory.model import Inventory, Workload
 from podwall.inventory.resolver import Resolver
 from podwall.policy.evaluate import PolicyEngine
-from podwall.policy.model import RESERVED_GROUPS, Group, Policy, parse_address
+from podwall.policy.model import Group, Policy
+from podwall.policy.specs import RESERVED_GROUPS, parse_address
 
 EXTERNAL_IP = "203.0.113.10"  # TEST-NET-3: an address on the internet
 NODE_IP = "198.51.100.10"  # TEST-NET-2: a host-network peer

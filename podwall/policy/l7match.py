@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from podwall.policy.l7context import TRUNCATED
-from podwall.policy.model import HeaderMatch, HttpMatch, L7Match, PathMatch, name_matches
+from podwall.policy.l7model import HeaderMatch, HttpMatch, L7Match, PathMatch
+from podwall.policy.specs import name_matches
 
 Request = Mapping[str, object]
 MAX_SHOWN = 80  # characters of a request value quoted in explanations

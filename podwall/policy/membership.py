@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from podwall.core.types import Endpoint
-from podwall.policy.model import MODE_RANK, Criterion, Group, parse_address, zone_order
+from podwall.policy.model import MODE_RANK, Criterion, Group, zone_order
+from podwall.policy.specs import parse_address
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CACHE_MAX = 65536  # endpoint identities kept; the cache is dropped whole when full

@@ -3,20 +3,17 @@
 Everything a policy file can say is validated here (pydantic v2, unknown fields rejected),
 so that the evaluator, compiler and exporters can trust what they receive. Field-level
 checks live on the models; checks across objects (duplicate names or IDs, rules naming
-undefined groups) live in `cross_check`, which the YAML loader also runs on raw documents
-so that it can locate every fault at once.
+undefined groups) live in `podwall.policy.crosscheck`, which the YAML loader also runs on raw
+documents so that it can locate every fault at once. The grammar of ports, addresses and names
+is in `podwall.policy.specs`, the L7 matcher models in `podwall.policy.l7model`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -28,8 +25,19 @@ from pydantic import (
     model_validator,
 )
 
-from podwall.core.errors import InputError, Location, Problem
-from podwall.core.types import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
+from podwall.core.errors import InputError, Location
+from podwall.policy.crosscheck import GroupEntry, RuleEntry, cross_check
+from podwall.policy.l7model import L7Match
+from podwall.policy.specs import (
+    MAX_NAME_LEN,
+    MAX_VALUE_LEN,
+    AppName,
+    GroupName,
+    PortSpec,
+    PortText,
+    parse_address,
+    parse_port_spec,
+)
 
 API_VERSION: Literal["podwall.io/v1"] = "podwall.io/v1"
 KIND: Literal["Policy"] = "Policy"
@@ -41,8 +49,6 @@ MODE_RANK: dict[str, int] = {"discover": 0, "monitor": 1, "protect": 2}
 
 Op = Literal["=", "!=", "contains", "prefix", "regex", "!regex"]
 NEGATIVE_OPS = frozenset({"!=", "!regex"})
-
-RESERVED_GROUPS: tuple[str, ...] = ("external", "nodes", "containers")
 
 # Criterion keys with a fixed meaning; any other key is a workload label name.
 BUILTIN_KEYS = frozenset({"namespace", "service", "image", "node", "address", "kind"})
@@ -75,209 +81,14 @@ TIER_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 MAX_PRIORITY = 1_000_000
 
-MAX_VALUE_LEN = 1024  # bounds regex compile cost and keeps files reviewable
-MAX_NAME_LEN = 253
 MAX_TEXT_LEN = 1024
 MAX_PORT_RANGE_SPECS = 4096
 
-# A leading colon admits IPv6 addresses such as ::1, which name unmanaged-address groups.
-_GROUP_NAME_RE = re.compile(r"^[A-Za-z0-9:][A-Za-z0-9._:/@-]*$")
-_APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
 # Kubernetes label key: optional DNS-subdomain prefix and a name of at most 63 characters.
 _LABEL_KEY_RE = re.compile(
     r"^(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
-_HOSTNAME_RE = re.compile(
-    r"^(?:\*\.)?(?:[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?\.?$"
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Port specifications
-
-
-@dataclass(frozen=True, slots=True)
-class PortSpec:
-    """One parsed entry of a rule's `ports`: `any`, `icmp`, `tcp/any`, `tcp/80`, `udp/1000-2000`.
-
-    `proto` is None for `any` (every transport, ICMP included); `icmp` matches ICMP and
-    ICMPv6. For TCP/UDP, `lo`..`hi` is the inclusive server-port range (1..65535 for `/any`).
-    """
-
-    text: str
-    proto: int | None
-    lo: int = 0
-    hi: int = 0
-
-    @property
-    def is_any(self) -> bool:
-        return self.proto is None
-
-    @property
-    def is_icmp(self) -> bool:
-        return self.proto == PROTO_ICMP
-
-    def matches(self, proto: int, port: int) -> bool:
-        if self.proto is None:
-            return True
-        if self.proto == PROTO_ICMP:
-            return proto in (PROTO_ICMP, PROTO_ICMPV6)
-        return proto == self.proto and self.lo <= port <= self.hi
-
-
-_TRANSPORTS = {"tcp": PROTO_TCP, "udp": PROTO_UDP}
-
-
-def parse_port_spec(text: str) -> PortSpec:
-    """Parse one `ports` entry (case-insensitive); raises ValueError saying what is wrong."""
-    spec = text.strip().lower()
-    if spec == "any":
-        return PortSpec("any", None)
-    if spec in ("icmp", "icmpv6"):
-        return PortSpec("icmp", PROTO_ICMP)
-    transport, sep, ports = spec.partition("/")
-    if not sep:
-        if transport in _TRANSPORTS:
-            raise ValueError(f"port {text!r} needs a port: write {transport}/any or {transport}/<port>")
-        if transport.isdigit():
-            raise ValueError(f"port {text!r} needs a transport: write tcp/{transport} or udp/{transport}")
-        raise ValueError(f"invalid port {text!r}: expected any, icmp, tcp/<port>, udp/<port> or a range")
-    if transport not in _TRANSPORTS:
-        raise ValueError(f"unknown transport {transport!r} in port {text!r}: expected tcp or udp")
-    proto = _TRANSPORTS[transport]
-    if ports == "any":
-        return PortSpec(f"{transport}/any", proto, 1, 65535)
-    lo_text, dash, hi_text = ports.partition("-")
-    if not lo_text.isdigit() or (dash and not hi_text.isdigit()):
-        raise ValueError(f"invalid port {text!r}: expected a number, a range a-b or any after {transport}/")
-    lo = int(lo_text)
-    hi = int(hi_text) if dash else lo
-    for value in (lo, hi):
-        if not 1 <= value <= 65535:
-            raise ValueError(f"port {value} in {text!r} is out of range 1-65535")
-    if lo > hi:
-        raise ValueError(f"port range {text!r} is reversed: {lo} is greater than {hi}")
-    canon = f"{transport}/{lo}" if lo == hi else f"{transport}/{lo}-{hi}"
-    return PortSpec(canon, proto, lo, hi)
-
-
-def _check_port(text: str) -> str:
-    return parse_port_spec(text).text
-
-
-def check_app_name(text: str) -> str:
-    """The application name as rules store it (lower case); ValueError if it is not a valid name."""
-    name = text.strip().lower()
-    if not _APP_NAME_RE.match(name):
-        raise ValueError(f"invalid application name {text!r}: use the DPI's name such as http, redis, dns or any")
-    return name
-
-
-def check_group_name(text: str) -> str:
-    """The group name unchanged; ValueError saying why if it is not a valid name."""
-    if not text:
-        raise ValueError("group name must not be empty")
-    if len(text) > MAX_NAME_LEN:
-        raise ValueError(f"group name is longer than {MAX_NAME_LEN} characters")
-    if not _GROUP_NAME_RE.match(text):
-        raise ValueError(
-            f"invalid group name {text!r}: use letters, digits and . _ - : / @, starting with a letter, digit or colon"
-        )
-    return text
-
-
-PortText = Annotated[str, AfterValidator(_check_port)]
-AppName = Annotated[str, AfterValidator(check_app_name)]
-GroupName = Annotated[str, AfterValidator(check_group_name)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Addresses
-
-
-@dataclass(frozen=True, slots=True)
-class AddressSpec:
-    """A parsed `address` criterion value: a network (IP or CIDR), an inclusive range, or a hostname.
-
-    Hostnames (`db.example.com`, `*.example.com`) never match an IP address: they match the
-    server name a flow carries (TLS SNI, HTTP Host), see `matches_name`.
-    """
-
-    text: str
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
-    first: int = 0
-    last: int = 0
-    version: int = 0
-    hostname: str | None = None
-
-    def contains(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        if self.hostname is not None:
-            return False
-        if ip.version != self.version:
-            return False
-        if self.network is not None:
-            return ip in self.network
-        return self.first <= int(ip) <= self.last
-
-    def matches_name(self, name: str) -> bool:
-        """Whether a server name (lower case, no trailing dot) is this hostname or under `*.domain`."""
-        if self.hostname is None:
-            return False
-        return name_matches(self.hostname, name)
-
-
-def name_matches(pattern: str, name: str) -> bool:
-    """DNS-style wildcard test: `*.example.com` matches any name below example.com (not the
-    domain itself); anything else matches exactly. Both sides compare case-insensitively."""
-    pattern = pattern.lower().rstrip(".")
-    name = name.lower().rstrip(".")
-    if pattern == "*":
-        return True
-    if pattern.startswith("*."):
-        return name.endswith(pattern[1:]) and len(name) > len(pattern) - 1
-    return name == pattern
-
-
-def check_name_pattern(text: str) -> str:
-    """A hostname or `*.domain` pattern as L7 matchers store it (lower case); ValueError if invalid."""
-    value = text.strip().lower().rstrip(".")
-    if value == "*" or (_HOSTNAME_RE.match(value) and "*" not in value[2:]):
-        return value
-    raise ValueError(f"invalid name {text!r}: expected a hostname such as api.example.com or a wildcard *.example.com")
-
-
-def parse_address(text: str) -> AddressSpec:
-    """Parse an `address` value (IP, CIDR, `a-b` range, hostname or `*.domain`); ValueError if none."""
-    value = text.strip()
-    if not value:
-        raise ValueError("address must not be empty")
-    if "-" in value:
-        lo_text, _, hi_text = value.partition("-")
-        ends = []
-        for end in (lo_text.strip(), hi_text.strip()):
-            with contextlib.suppress(ValueError):
-                ends.append(ipaddress.ip_address(end))
-        if len(ends) == 2:
-            lo, hi = ends
-            if lo.version != hi.version:
-                raise ValueError(f"address range {text!r} mixes IPv4 and IPv6")
-            if int(lo) > int(hi):
-                raise ValueError(f"address range {text!r} is reversed: {lo} is greater than {hi}")
-            return AddressSpec(value, first=int(lo), last=int(hi), version=lo.version)
-        if ends:
-            raise ValueError(f"invalid address range {text!r}: both ends must be IP addresses")
-    try:
-        net = ipaddress.ip_network(value, strict=False)
-    except ValueError as exc:
-        if "/" in value or ":" in value or value.replace(".", "").isdigit():
-            raise ValueError(f"invalid address {text!r}: {exc}") from None
-    else:
-        return AddressSpec(value, network=net, version=net.version)
-    if _HOSTNAME_RE.match(value):
-        return AddressSpec(value, hostname=value.lower().rstrip("."))
-    raise ValueError(f"invalid address {text!r}: expected an IP, CIDR, range a-b, hostname or *.domain")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,137 +235,6 @@ class Group(_Model):
     @property
     def is_address_group(self) -> bool:
         return bool(self.criteria) and all(c.key == "address" for c in self.criteria)
-
-
-# ---------------------------------------------------------------------------------------------
-# L7 matchers
-
-
-def _check_regex(value: str) -> str:
-    if len(value) > MAX_VALUE_LEN:
-        raise ValueError(f"regular expression is longer than {MAX_VALUE_LEN} characters")
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-    return value
-
-
-def _check_method(text: str) -> str:
-    value = text.strip().upper()
-    if not value or not value.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"invalid method {text!r}")
-    return value
-
-
-def _check_token(text: str) -> str:
-    value = text.strip()
-    if not value or len(value) > MAX_NAME_LEN or any(ch.isspace() for ch in value):
-        raise ValueError(f"invalid name {text!r}: expected a non-empty word without spaces")
-    return value
-
-
-Regex = Annotated[str, AfterValidator(_check_regex)]
-NamePattern = Annotated[str, AfterValidator(check_name_pattern)]
-Method = Annotated[str, AfterValidator(_check_method)]
-Token = Annotated[str, AfterValidator(_check_token)]
-SqlKind = Literal["select", "insert", "update", "delete", "ddl", "other"]
-SQL_KINDS: tuple[str, ...] = ("select", "insert", "update", "delete", "ddl", "other")
-
-
-class PathMatch(_Model):
-    """An HTTP path test: exactly one of `exact`, `prefix` or `regex` (full match)."""
-
-    exact: str | None = None
-    prefix: str | None = None
-    regex: Regex | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> PathMatch:
-        given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("a path matcher takes exactly one of exact, prefix or regex")
-        return self
-
-
-class HeaderMatch(_Model):
-    """An HTTP header test: `name` present, equal to `value`, or fully matching `regex`."""
-
-    name: Token
-    value: str | None = None
-    regex: Regex | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> HeaderMatch:
-        if self.value is not None and self.regex is not None:
-            raise ValueError("a header matcher takes value or regex, not both")
-        return self
-
-
-class HttpMatch(_Model):
-    """HTTP requests: method in `methods`, path matching one of `paths`, host one of `hosts`
-    (wildcards `*.domain`), and every header test in `headers`. Empty lists do not constrain."""
-
-    methods: list[Method] = Field(default_factory=list)
-    paths: list[PathMatch] = Field(default_factory=list)
-    hosts: list[NamePattern] = Field(default_factory=list)
-    headers: list[HeaderMatch] = Field(default_factory=list)
-
-
-class GrpcMatch(_Model):
-    """gRPC calls: service (`pkg.Service`) one of `services`, method name one of `methods`."""
-
-    services: list[Token] = Field(default_factory=list)
-    methods: list[Token] = Field(default_factory=list)
-
-
-class DnsMatch(_Model):
-    """DNS queries whose name is one of `names` (wildcards `*.domain`)."""
-
-    names: list[NamePattern] = Field(default_factory=list)
-
-
-class RedisMatch(_Model):
-    """Redis commands (case-insensitive) in `commands`."""
-
-    commands: list[Method] = Field(default_factory=list)
-
-
-class SqlMatch(_Model):
-    """MySQL/PostgreSQL statements whose kind is in `kinds`."""
-
-    kinds: list[SqlKind] = Field(default_factory=list)
-
-
-class TlsMatch(_Model):
-    """TLS handshakes whose SNI is one of `sni` (wildcards `*.domain`)."""
-
-    sni: list[NamePattern] = Field(default_factory=list)
-
-
-L7_PROTOCOLS: tuple[str, ...] = ("http", "grpc", "dns", "redis", "sql", "tls")
-
-
-class L7Match(_Model):
-    """A rule's `l7` block: one section per protocol; a request is admitted when the section of
-    its protocol exists and holds for it (see docs/policy.md, "L7 matchers")."""
-
-    http: HttpMatch | None = None
-    grpc: GrpcMatch | None = None
-    dns: DnsMatch | None = None
-    redis: RedisMatch | None = None
-    sql: SqlMatch | None = None
-    tls: TlsMatch | None = None
-
-    @model_validator(mode="after")
-    def _some(self) -> L7Match:
-        if all(getattr(self, k) is None for k in L7_PROTOCOLS):
-            raise ValueError(f"l7 needs at least one of {', '.join(L7_PROTOCOLS)}")
-        return self
-
-    @property
-    def sections(self) -> tuple[str, ...]:
-        return tuple(k for k in L7_PROTOCOLS if getattr(self, k) is not None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -784,131 +464,7 @@ class Policy(_Model):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checks across objects
-
-
-@dataclass(frozen=True, slots=True)
-class GroupEntry:
-    """What `cross_check` needs of a group: its name and where it was declared (path of the item)."""
-
-    name: str
-    location: Location
-    members: tuple[str, ...] = ()  # a zone's members
-
-
-@dataclass(frozen=True, slots=True)
-class RuleEntry:
-    """What `cross_check` needs of a rule (fields may be None when the raw item lacked them)."""
-
-    id: int | None
-    name: str | None
-    from_: str | None
-    to: str | None
-    location: Location
-
-
-def _at(loc: Location, field: str) -> Location:
-    path = f"{loc.path}.{field}" if loc.path else field
-    return Location(file=loc.file, document=loc.document, obj=loc.obj, path=path)
-
-
-def _where(loc: Location) -> str:
-    parts = []
-    if loc.document is not None:
-        parts.append(f"document {loc.document}")
-    if loc.path:
-        parts.append(loc.path)
-    return " ".join(parts) if parts else "earlier"
-
-
-def cross_check(groups: list[GroupEntry], rules: list[RuleEntry]) -> list[Problem]:
-    """Faults across objects: reserved or duplicate group names, duplicate rule IDs or names,
-    rules whose `from`/`to` name no group. Returns every fault, located."""
-    problems: list[Problem] = []
-    seen_groups: dict[str, GroupEntry] = {}
-    for g in groups:
-        if g.name in RESERVED_GROUPS:
-            problems.append(Problem(_at(g.location, "name"), f"group {g.name!r} is built in and cannot be redefined"))
-            continue
-        first = seen_groups.get(g.name)
-        if first is not None:
-            problems.append(
-                Problem(
-                    _at(g.location, "name"),
-                    f"duplicate group name {g.name!r} (first defined at {_where(first.location)})",
-                )
-            )
-            continue
-        seen_groups[g.name] = g
-    defined = set(seen_groups)
-    problems.extend(_zone_problems(seen_groups, defined))
-    seen_ids: dict[int, RuleEntry] = {}
-    seen_names: dict[str, RuleEntry] = {}
-    for r in rules:
-        if r.id is not None:
-            prior = seen_ids.get(r.id)
-            if prior is not None:
-                problems.append(
-                    Problem(
-                        _at(r.location, "id"),
-                        f"duplicate rule ID {r.id} (first used at {_where(prior.location)})",
-                    )
-                )
-            else:
-                seen_ids[r.id] = r
-        if r.name is not None:
-            prior = seen_names.get(r.name)
-            if prior is not None:
-                problems.append(
-                    Problem(
-                        _at(r.location, "name"),
-                        f"duplicate rule name {r.name!r} (first used at {_where(prior.location)})",
-                    )
-                )
-            else:
-                seen_names[r.name] = r
-        for field_name, ref in (("from", r.from_), ("to", r.to)):
-            if ref is not None and ref not in defined and ref not in RESERVED_GROUPS:
-                problems.append(
-                    Problem(
-                        _at(r.location, field_name),
-                        f"undefined group {ref!r}: define it under spec.groups or use external, nodes or containers",
-                    )
-                )
-    return problems
-
-
-def _zone_problems(groups: dict[str, GroupEntry], defined: set[str]) -> list[Problem]:
-    """Zones naming undefined groups, and zones that contain themselves through other zones."""
-    problems: list[Problem] = []
-    for g in groups.values():
-        for i, member in enumerate(g.members):
-            if member not in defined and member not in RESERVED_GROUPS:
-                problems.append(
-                    Problem(
-                        _at(g.location, f"members[{i}]"),
-                        f"zone {g.name!r} names undefined group {member!r}",
-                    )
-                )
-    state: dict[str, int] = {}  # 1: being visited, 2: done
-
-    def visit(name: str, trail: list[str]) -> None:
-        state[name] = 1
-        for member in groups[name].members:
-            if member not in groups:
-                continue
-            if state.get(member) == 1:
-                cycle = " -> ".join([*trail[trail.index(member) :], member])
-                entry = groups[member]
-                problems.append(Problem(_at(entry.location, "members"), f"zones contain each other: {cycle}"))
-            elif state.get(member) is None:
-                visit(member, [*trail, member])
-        state[name] = 2
-
-    for name, g in groups.items():
-        if g.members and name not in state:
-            visit(name, [name])
-    return problems
+# Zones
 
 
 def zone_order(groups: list[Group]) -> list[Group]:
@@ -934,3 +490,47 @@ def zone_order(groups: list[Group]) -> list[Group]:
 def validate_policy(policy: Policy) -> Policy:
     """Re-run the cross-object checks (e.g. after `model_copy`); raises InputError, returns the policy."""
     return Policy.model_validate(policy.model_dump(by_alias=True))
+
+
+# Besides this module's own names: the parsers and L7 model that callers of the policy model use.
+__all__ = [
+    "API_VERSION",
+    "BUILTIN_KEYS",
+    "FEDERATED_IDS",
+    "ID_RANGES",
+    "KIND",
+    "LEARNED_IDS",
+    "MAX_PORT_RANGE_SPECS",
+    "MAX_PRIORITY",
+    "MAX_TEXT_LEN",
+    "MODES",
+    "MODE_RANK",
+    "NEGATIVE_OPS",
+    "NS_LABEL_PREFIX",
+    "ORIGINS",
+    "POLICY_AS_CODE_IDS",
+    "TIER_ACTIONS",
+    "TIER_ORDER",
+    "TIER_RANK",
+    "USER_IDS",
+    "Criterion",
+    "Group",
+    "L7Match",
+    "Metadata",
+    "Mode",
+    "Op",
+    "Origin",
+    "Policy",
+    "PolicySpec",
+    "Rule",
+    "SensorConfig",
+    "SensorSetting",
+    "Tier",
+    "id_problem",
+    "origin_of",
+    "parse_address",
+    "parse_port_spec",
+    "tier_of",
+    "validate_policy",
+    "zone_order",
+]

@@ -15,15 +15,15 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from podwall.core.errors import InputError, Location, Problem
-from podwall.inventory.kube import Document, read_documents
-from podwall.inventory.model import (
-    DEFAULT_NAMESPACE,
+from podwall.inventory.fields import (
     FieldReader,
     check_label_key,
     check_label_value,
     check_namespace_name,
     check_port_name,
 )
+from podwall.inventory.kube import Document, read_documents
+from podwall.inventory.model import DEFAULT_NAMESPACE
 
 NETWORK_POLICY = "NetworkPolicy"
 ADMIN_NETWORK_POLICY = "AdminNetworkPolicy"

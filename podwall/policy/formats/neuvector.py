@@ -19,11 +19,22 @@ import yaml
 from pydantic import ValidationError
 
 from podwall.core.errors import InputError, Location, Problem
+from podwall.inventory.fields import FieldReader
 from podwall.inventory.kube import Document
-from podwall.inventory.model import FieldReader
+from podwall.policy.formats.neuvector_maps import (
+    APP_TO_NV,
+    MODE_NAMES,
+    NO_MODE,
+    NV_MODES,
+    NV_ONLY_APPS,
+    NV_TO_APP,
+    PODWALL_ONLY_APPS,
+    import_apps,
+    import_ports,
+)
+from podwall.policy.formats.neuvector_yaml import read_documents
 from podwall.policy.model import (
     POLICY_AS_CODE_IDS,
-    RESERVED_GROUPS,
     Criterion,
     Group,
     Metadata,
@@ -32,9 +43,8 @@ from podwall.policy.model import (
     PolicySpec,
     Rule,
     SensorConfig,
-    check_group_name,
-    parse_port_spec,
 )
+from podwall.policy.specs import RESERVED_GROUPS, check_group_name
 
 NV_API_VERSION = "neuvector.com/v1"
 RULE_KIND = "NvSecurityRule"
@@ -42,79 +52,6 @@ CLUSTER_RULE_KIND = "NvClusterSecurityRule"
 RULE_KINDS = frozenset({RULE_KIND, CLUSTER_RULE_KIND})
 LIST_KINDS = frozenset({"List", "NvSecurityRuleList", "NvClusterSecurityRuleList"})
 CLUSTER_NAMESPACE = "default"  # where NeuVector puts cluster-scoped CRs in its exports
-
-# NeuVector policymode values (controller: Learn/Evaluate/Enforce under these display names).
-_NV_MODES: dict[str, Mode] = {"discover": "discover", "monitor": "monitor", "protect": "protect"}
-_MODE_NAMES: dict[str, str] = {"discover": "Discover", "monitor": "Monitor", "protect": "Protect"}
-_NO_MODE = frozenset({"", "n/a"})
-
-# NeuVector application display names (lower case) -> podwall DPI names. RabbitMQ is NeuVector's
-# name for AMQP traffic.
-NV_TO_APP: dict[str, str] = {
-    "http": "http",
-    "ssl": "tls",
-    "grpc": "grpc",
-    "dns": "dns",
-    "dhcp": "dhcp",
-    "ntp": "ntp",
-    "sip": "sip",
-    "ssh": "ssh",
-    "syslog": "syslog",
-    "mysql": "mysql",
-    "postgresql": "postgresql",
-    "mongodb": "mongodb",
-    "redis": "redis",
-    "cassandra": "cassandra",
-    "memcached": "memcached",
-    "zookeeper": "zookeeper",
-    "kafka": "kafka",
-    "rabbitmq": "amqp",
-}
-APP_TO_NV: dict[str, str] = {
-    "http": "HTTP",
-    "tls": "SSL",
-    "grpc": "GRPC",
-    "dns": "DNS",
-    "dhcp": "DHCP",
-    "ntp": "NTP",
-    "sip": "SIP",
-    "ssh": "SSH",
-    "syslog": "Syslog",
-    "mysql": "MySQL",
-    "postgresql": "PostgreSQL",
-    "mongodb": "MongoDB",
-    "redis": "Redis",
-    "cassandra": "Cassandra",
-    "memcached": "Memcached",
-    "zookeeper": "ZooKeeper",
-    "kafka": "Kafka",
-    "amqp": "RabbitMQ",
-}
-# Names podwall's DPI reports that NeuVector has no name for; written unchanged.
-PODWALL_ONLY_APPS = frozenset({"http2", "mqtt", "nats", "smtp", "ftp", "pop3", "imap", "ldap"})
-# NeuVector applications podwall's DPI never reports: a rule naming one would never match.
-NV_ONLY_APPS = frozenset(
-    {
-        "activemq",
-        "apache",
-        "consul",
-        "couchbase",
-        "couchdb",
-        "echo",
-        "elasticsearch",
-        "etcd",
-        "jetty",
-        "mssql",
-        "nginx",
-        "oracle",
-        "radius",
-        "rtsp",
-        "spark",
-        "tftp",
-        "voltdb",
-        "wordpress",
-    }
-)
 
 _GLOB = re.compile(r"[*?]")
 _OPS = ("=", "!=", "contains", "prefix", "regex", "!regex")
@@ -195,62 +132,6 @@ class _State:
     rule_names: dict[str, Location] = field(default_factory=dict)
     extras: dict[str, TargetExtras] = field(default_factory=dict)
     objects: int = 0
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML loading that reads NeuVector's unquoted operators and rejects duplicate keys."""
-
-
-def _plain_equals(loader: yaml.SafeLoader, node: yaml.Node) -> str:
-    # YAML 1.1 reserves a plain `=` (the "value" type); NeuVector's exports write `op: =`.
-    return str(node.value)
-
-
-def _operator_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> str:
-    # `op: !=` parses as the tag `!=` on an empty value; the intent is plain.
-    if isinstance(node, yaml.ScalarNode) and node.value == "" and suffix in ("=", "regex"):
-        return f"!{suffix}"
-    raise yaml.constructor.ConstructorError(
-        None, None, f"unsupported YAML tag {node.tag!r} (quote values that start with '!')", node.start_mark
-    )
-
-
-def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[str] = set()
-    for key_node, _ in node.value:
-        if isinstance(key_node, yaml.ScalarNode):
-            if key_node.value in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key_node.value!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key_node.value)
-    return loader.construct_mapping(node, deep=True)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:value", _plain_equals)
-_Loader.add_multi_constructor("!", _operator_tag)
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-
-
-def _read_documents(text: str, filename: str) -> list[Document]:
-    """The non-empty YAML documents of `text`; a syntax error raises a located InputError."""
-    docs: list[Document] = []
-    index = 0
-    try:
-        for data in yaml.load_all(text, Loader=_Loader):
-            if data is not None:
-                docs.append(Document(filename, index, data))
-            index += 1
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        detail = getattr(exc, "problem", None) or str(exc)
-        problem = Problem(Location(file=filename, document=index), f"YAML syntax error{where}: {detail}")
-        raise InputError(f"invalid NeuVector policy {filename}", [problem]) from None
-    return docs
 
 
 def _objects(doc: Document, problems: list[Problem]) -> Iterable[tuple[Any, FieldReader]]:
@@ -362,92 +243,6 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def _import_ports(value: Any, path: str, r: FieldReader) -> list[str] | None:
-    """NeuVector's comma-separated `ports` as podwall port entries; None after recording a fault."""
-    if value is None:
-        return ["any"]
-    text = r.string(value, path)
-    if text is None:
-        return None
-    out: list[str] = []
-    for entry in (e.strip().lower() for e in text.split(",")):
-        if entry in ("", "any"):
-            return ["any"]  # any covers every other entry
-        if entry in ("icmp", "icmpv6"):
-            specs = ["icmp"]
-        elif entry.startswith("ip:"):
-            r.fail(path, f"port {entry!r}: podwall matches other IP protocols only with any")
-            return None
-        else:
-            transport, sep, ports = entry.partition("/")
-            if not sep:
-                transport, ports = "", entry
-            if sep and transport not in ("tcp", "udp"):
-                r.fail(path, f"unknown transport {transport!r} in port {entry!r}: expected tcp or udp")
-                return None
-            # NeuVector's parser reads a bare port as that port on any transport.
-            transports = [transport] if sep else ["tcp", "udp"]
-            span = _port_span(ports)
-            if span is None:
-                r.fail(path, f"invalid port {entry!r}: expected any, icmp, tcp/<port>, udp/<port> or a range 1-65535")
-                return None
-            specs = [f"{t}/{span}" for t in transports]
-        for spec in specs:
-            canon = parse_port_spec(spec).text
-            if canon not in out:
-                out.append(canon)
-    return out
-
-
-def _port_span(ports: str) -> str | None:
-    """`80`, `80-90`, `any` as podwall writes them after the transport; None if invalid."""
-    if ports == "any":
-        return "any"
-    lo_text, dash, hi_text = ports.partition("-")
-    if not lo_text.isdigit() or (dash and not hi_text.isdigit()):
-        return None
-    lo, hi = int(lo_text), int(hi_text) if dash else int(lo_text)
-    lo, hi = min(lo, hi), max(lo, hi)  # NeuVector swaps a reversed range
-    if hi == 0 or hi > 65535:
-        return None
-    lo = max(lo, 1)  # NeuVector counts from 0; port 0 carries no traffic
-    if (lo, hi) == (1, 65535):
-        return "any"
-    return str(lo) if lo == hi else f"{lo}-{hi}"
-
-
-def _import_apps(value: Any, path: str, r: FieldReader) -> list[str] | None:
-    out: list[str] = []
-    ok = True
-    for i, item in enumerate(r.sequence(value, path)):
-        name = r.string(item, f"{path}[{i}]", required=True)
-        if name is None:
-            ok = False
-            continue
-        low = name.strip().lower()
-        if low == "any":
-            return ["any"]
-        if low in NV_TO_APP:
-            app = NV_TO_APP[low]
-        elif low in APP_TO_NV or low in PODWALL_ONLY_APPS:
-            app = low
-        elif low in NV_ONLY_APPS:
-            r.fail(
-                f"{path}[{i}]", f"application {name!r} is not identified by podwall's DPI: the rule would never match"
-            )
-            ok = False
-            continue
-        else:
-            r.fail(f"{path}[{i}]", f"unknown application {name!r}: expected a NeuVector name such as HTTP, SSL, Redis")
-            ok = False
-            continue
-        if app not in out:
-            out.append(app)
-    if not ok:
-        return None
-    return out or ["any"]
-
-
 def _sensors(value: Any, path: str, r: FieldReader) -> SensorConfig | None:
     block = r.mapping(value, path)
     if block is None:
@@ -537,12 +332,12 @@ def _read_object(data: Any, r: FieldReader, st: _State) -> None:
     mode_text = r.string(target.get("policymode"), "spec.target.policymode")
     mode: Mode | None = None
     nodes_mode: str | None = None
-    if mode_text is not None and mode_text.strip().lower() not in _NO_MODE:
-        mode = _NV_MODES.get(mode_text.strip().lower())
+    if mode_text is not None and mode_text.strip().lower() not in NO_MODE:
+        mode = NV_MODES.get(mode_text.strip().lower())
         if mode is None:
             r.fail("spec.target.policymode", f"invalid policymode {mode_text!r}: expected Discover, Monitor or Protect")
         elif name == "nodes":
-            nodes_mode, mode = _MODE_NAMES[mode], None  # process rules only; kept for export
+            nodes_mode, mode = MODE_NAMES[mode], None  # process rules only; kept for export
         elif criteria is None or all(c.key == "address" for c in criteria):
             r.fail("spec.target.policymode", f"group {name!r} has no policy mode (only workload groups do)")
             mode = None
@@ -603,8 +398,8 @@ def _read_rule(
     if action is not None and action not in ("allow", "deny"):
         r.fail(f"{path}.action", f"invalid action {action_text!r}: expected allow or deny")
     priority = r.integer(rule.get("priority"), f"{path}.priority", 0, 1_000_000)
-    ports = _import_ports(rule.get("ports"), f"{path}.ports", r)
-    apps = _import_apps(rule.get("applications"), f"{path}.applications", r)
+    ports = import_ports(rule.get("ports"), f"{path}.ports", r)
+    apps = import_apps(rule.get("applications"), f"{path}.applications", r)
     sel = _selector(rule.get("selector"), f"{path}.selector", r)
     if sel is None or name is None or action not in ("allow", "deny") or ports is None or apps is None:
         return
@@ -638,7 +433,7 @@ def _policy_name(filename: str) -> str:
 def read_neuvector(text: str, filename: str = "<neuvector>") -> NeuVectorImport:
     """Read NeuVector security-rule CRs; raises InputError listing every located fault."""
     st = _State()
-    for doc in _read_documents(text, filename):
+    for doc in read_documents(text, filename):
         for data, reader in _objects(doc, st.problems):
             _read_object(data, reader, st)
     if st.objects == 0 and not st.problems:
@@ -820,7 +615,7 @@ def _cr(
     namespace = None if cluster_scoped else _namespace_of(group)
     mode: str | None = None
     if group is not None and group.mode is not None:
-        mode = _MODE_NAMES[group.mode]
+        mode = MODE_NAMES[group.mode]
     elif extra is not None and extra.nodes_mode is not None:
         mode = extra.nodes_mode
     spec: dict[str, Any] = {
@@ -852,7 +647,9 @@ __all__ = [
     "APP_TO_NV",
     "CLUSTER_RULE_KIND",
     "NV_API_VERSION",
+    "NV_ONLY_APPS",
     "NV_TO_APP",
+    "PODWALL_ONLY_APPS",
     "RULE_KIND",
     "NeuVectorImport",
     "TargetExtras",

@@ -20,24 +20,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from podwall.core.errors import InputError, Location, Problem
+from podwall.policy.crosscheck import GroupEntry, RuleEntry, cross_check
+from podwall.policy.l7model import L7Match
 from podwall.policy.model import (
     API_VERSION,
     KIND,
     Criterion,
     Group,
-    GroupEntry,
-    L7Match,
     Metadata,
     Mode,
     Policy,
     PolicySpec,
     Rule,
-    RuleEntry,
     SensorConfig,
-    check_group_name,
-    cross_check,
     id_problem,
 )
+from podwall.policy.specs import check_group_name
 
 MAX_POLICY_BYTES = 16 * 1024 * 1024
 MAX_NODES_PER_DOCUMENT = 200_000  # bounds alias expansion ("billion laughs")
