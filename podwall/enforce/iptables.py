@@ -8,7 +8,7 @@ mark that table (or the worker) wrote:
 1. a packet coming back from the worker carries its verdict in the packet mark (NF_REPEAT
    re-runs this hook): save it to the connection;
 2. decided allowed: accept (the fast path for the rest of the connection);
-3. decided denied: TCP reset, anything else dropped;
+3. decided denied: TCP reset, anything else dropped (the resets themselves pass);
 4. undecided, the verdict needs the payload: NFQUEUE, with `--queue-bypass` only if the
    enforcer is configured to fail open;
 5. a monitor/discover violation to record: NFQUEUE, always bypassing (it is accepted anyway).
@@ -68,6 +68,9 @@ def chain_rules(queue: QueueConfig, chain: str = CHAIN) -> list[str]:
         f"-A {chain} -m mark --mark {_mark(MARK_ALLOW)} {save}",
         f"-A {chain} -m mark --mark {_mark(MARK_DENY)} {save}",
         f"-A {chain} -m connmark --mark {_mark(MARK_ALLOW)} -j ACCEPT",
+        # The resets that cut a denied connection (REJECT's, towards the client) are sent from this
+        # namespace on the same connection: they pass, or the next rule would swallow them.
+        f"-A {chain} -p tcp -m tcp --tcp-flags RST RST -m connmark --mark {_mark(MARK_DENY)} -j ACCEPT",
         f"-A {chain} -p tcp -m connmark --mark {_mark(MARK_DENY)} -j REJECT --reject-with tcp-reset",
         f"-A {chain} -m connmark --mark {_mark(MARK_DENY)} -j DROP",
         f"-A {chain} -m connmark --mark {_mark(MARK_DECIDE)} {_queue(queue, queue.fail_open)}",

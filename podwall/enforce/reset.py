@@ -32,6 +32,10 @@ class ResetTarget:
     server_ip: bytes
     server_port: int
     seq: int
+    # The sequence number the client expects (its last ACK), when known: the client gets a reset
+    # too, sent from the server's address through conntrack, so that a Service's DNAT is undone
+    # on it (REJECT's own reset of a bridged packet leaves with the pod address and is ignored).
+    client_seq: int | None = None
 
 
 def _checksum(data: bytes) -> int:
@@ -77,6 +81,12 @@ class RawResetter:
         packet = build_rst(target.client_ip, target.server_ip, target.client_port, target.server_port, target.seq)
         sock.sendto(packet, (ip_text(target.server_ip), 0))
         self.sent += 1
+        if target.client_seq is not None:
+            back = build_rst(
+                target.server_ip, target.client_ip, target.server_port, target.client_port, target.client_seq
+            )
+            sock.sendto(back, (ip_text(target.client_ip), 0))
+            self.sent += 1
 
     def close(self) -> None:
         for sock in self._socks.values():

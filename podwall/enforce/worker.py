@@ -415,7 +415,8 @@ class Worker:
             seq = pkt.seq
         else:  # pragma: no cover - a server packet with ACK has set server_ack already
             seq = pkt.ack
-        return ResetTarget(flow.client_ip, flow.client_port, flow.server_ip, flow.server_port, seq)
+        client_seq = pkt.ack if direction is Direction.C2S and pkt.tcp_flags & TCP_ACK else None
+        return ResetTarget(flow.client_ip, flow.client_port, flow.server_ip, flow.server_port, seq, client_seq)
 
     def _event(self, flow: Flow, conn: _Conn, verdict: Verdict, requests: Requests) -> Event:
         """A violation event in the offline check's schema (one session of one conversation)."""

@@ -213,6 +213,7 @@ IPT_GOLDEN = """\
 -A PODWALL -m mark --mark 0x100000/0xf00000 -j CONNMARK --save-mark --nfmask 0xf00000 --ctmask 0xf00000
 -A PODWALL -m mark --mark 0x200000/0xf00000 -j CONNMARK --save-mark --nfmask 0xf00000 --ctmask 0xf00000
 -A PODWALL -m connmark --mark 0x100000/0xf00000 -j ACCEPT
+-A PODWALL -p tcp -m tcp --tcp-flags RST RST -m connmark --mark 0x200000/0xf00000 -j ACCEPT
 -A PODWALL -p tcp -m connmark --mark 0x200000/0xf00000 -j REJECT --reject-with tcp-reset
 -A PODWALL -m connmark --mark 0x200000/0xf00000 -j DROP
 -A PODWALL -m connmark --mark 0x300000/0xf00000 -j NFQUEUE --queue-balance 100:101 --queue-bypass
@@ -237,8 +238,8 @@ def test_iptables_restore_golden() -> None:
 def test_queue_settings(queue: QueueConfig, decide: str, observe: str) -> None:
     """Failing closed drops the bypass for undecided connections only; observed ones always bypass."""
     rules = chain_rules(queue)
-    assert rules[5].endswith(decide)
-    assert rules[6].endswith(observe)
+    assert rules[-2].endswith(decide)
+    assert rules[-1].endswith(observe)
 
 
 @pytest.mark.parametrize(("first", "count"), [(-1, 1), (65535, 2), (0, 0)], ids=["negative", "overflow", "none"])
