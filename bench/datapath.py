@@ -1,0 +1,683 @@
+"""Benchmark: what the enforcer costs on the data path, in a lab it brings up itself.
+
+Two pods on the lab's bridge, `client` and `server`; the node namespace between them holds the
+enforcer. Each mode is paired with a no-firewall run in the same round (baseline first, then
+the mode), and the ratio of the two is what counts:
+
+  (a) no firewall (paired with itself: the ratio shows the noise);
+  (b) L3/L4: `build_plan` + `Enforcer.apply` of a policy allowing client -> server by port;
+  (c) L7 decide-once: the rule allows client -> server only for `applications: [http]`, so
+      the connection is queued (NFQUEUE) until the worker's DPI names it on the first
+      payload; the allow mark then keeps the rest of it in the kernel;
+  (d) every payload packet in userspace: the same rule with an `l7` HTTP matcher, so the
+      worker judges each request and never gives the connection the allow mark;
+  (e) passive tap: no rules; `run_monitor` reads the pod veths (AF_PACKET) in the background.
+
+Measurements, from the client pod to the server pod: single-stream throughput and new
+connections per second (a sequential Python client; each connection sends one HTTP request,
+reads the answer and closes with SO_LINGER 0, so no TIME_WAIT piles up). Throughput uses
+`iperf3 -J` for (a), (b), (e). iperf3's streams carry no protocol the DPI knows, so a rule
+that allows by application would deny them: (c) and (d) use a Python HTTP stream instead
+(one `POST` with a huge Content-Length, then bulk body bytes; the receiver reports what it
+got), and their paired baseline uses the same stream. The workers (one per queue of
+`QueueConfig`, fail-closed so nothing bypasses them) and the monitor run as background
+processes inside the node namespace; their counters are printed after the table.
+
+    sudo /tmp/pwvenv/bin/python bench/datapath.py [--rounds 2] [--seconds 5] [--modes a,b,c,d,e]
+
+Not a test: it prints. Needs root, ip, nft, iptables-nft and iperf3. The lab has a unique name
+and a temp state dir and is always taken down, also on Ctrl-C or an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+IPERF_PORT = 5201
+STREAM_PORT = 8080
+ANSWER_PORT = 9000
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+
+SPEC = """\
+apiVersion: podwall.io/v1
+kind: Lab
+name: {name}
+podCIDR: 10.88.0.0/24
+serviceCIDR: 10.89.0.0/24
+namespaces: [{{name: bench}}]
+pods:
+  - {{name: client, namespace: bench, labels: {{app: client}}, server: none}}
+  - {{name: server, namespace: bench, labels: {{app: server}}, server: none}}
+"""
+
+THIS = str(Path(__file__).resolve())
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    key: str
+    title: str
+    tool: str  # throughput tool: "iperf3" or "http" (the Python HTTP stream)
+    throughput_goal: float | None = None
+    connections_goal: float | None = None
+
+
+MODES = {
+    "a": Mode("a", "no firewall", "iperf3"),
+    "b": Mode("b", "L3/L4 nftables", "iperf3"),
+    "c": Mode("c", "L7 decide-once", "http", 0.95, 0.75),
+    "d": Mode("d", "every payload packet in userspace", "http", 0.5),
+    "e": Mode("e", "passive tap", "iperf3", 0.9),
+}
+
+
+class BenchError(Exception):
+    """A measurement or a background process failed; the message says which and why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Programs run inside the pods and the node (hidden subcommands of this script)
+
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+REQUEST = b"GET /ping HTTP/1.1\r\nHost: server\r\nUser-Agent: podwall-bench\r\nConnection: close\r\n\r\n"
+
+
+def _listen(port: int) -> socket.socket:
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", port))
+    srv.listen(1024)
+    return srv
+
+
+def serve_sink(port: int) -> None:
+    """Bulk receiver: reads each connection to its end, then answers with the byte count."""
+    srv = _listen(port)
+    buf = bytearray(1 << 20)
+    while True:
+        conn, _peer = srv.accept()
+        total = 0
+        try:
+            while n := conn.recv_into(buf):
+                total += n
+            body = str(total).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+def serve_answer(port: int) -> None:
+    """One short HTTP answer per connection (the connection-rate server)."""
+    srv = _listen(port)
+    while True:
+        conn, _peer = srv.accept()
+        try:
+            conn.recv(4096)
+            conn.sendall(ANSWER)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+def run_stream(host: str, port: int, seconds: float) -> None:
+    """Single-stream HTTP upload for `seconds`; prints the bytes the receiver counted and the time."""
+    chunk = memoryview(bytes(1 << 20))
+    head = (
+        f"POST /upload HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {1 << 50}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection((host, port), timeout=30)
+    start = time.monotonic()
+    deadline = start + seconds
+    sock.sendall(head)
+    while time.monotonic() < deadline:
+        sock.sendall(chunk)
+    sock.shutdown(socket.SHUT_WR)
+    reply = b""
+    while data := sock.recv(4096):
+        reply += data
+    elapsed = time.monotonic() - start
+    sock.close()
+    _head, _, body = reply.partition(b"\r\n\r\n")
+    print(json.dumps({"bytes": int(body or b"0"), "seconds": elapsed}))
+
+
+def run_connections(host: str, port: int, seconds: float) -> None:
+    """New connections one after the other for `seconds` (request, answer, close with RST)."""
+    linger = struct.pack("ii", 1, 0)
+    done = errors = 0
+    start = time.monotonic()
+    deadline = start + seconds
+    while time.monotonic() < deadline:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        sock.settimeout(3.0)
+        try:
+            sock.connect((host, port))
+            sock.sendall(REQUEST)
+            if sock.recv(4096):
+                done += 1
+            else:
+                errors += 1
+        except OSError:
+            errors += 1
+        finally:
+            sock.close()
+    print(json.dumps({"connections": done, "errors": errors, "seconds": time.monotonic() - start}))
+
+
+def _stop_on_term() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _profiled(path: str, fn: Callable[[], T]) -> T:
+    """`fn()`, under cProfile when `path` is not empty (the statistics are written there)."""
+    if not path:
+        return fn()
+    import cProfile
+
+    prof = cProfile.Profile()
+    try:
+        return prof.runcall(fn)
+    finally:
+        prof.dump_stats(path)
+
+
+def run_worker(queue_num: int, policy_path: str, inventory_path: str, profile: str) -> None:
+    """The NFQUEUE worker on one queue (run inside the node namespace) until SIGTERM; prints its counters."""
+    from podwall.datapath.io.nfqueue import NfQueue
+    from podwall.enforce.plan import MARK_ALLOW, MARK_DENY
+    from podwall.enforce.reset import RawResetter
+    from podwall.enforce.worker import Worker, WorkerConfig
+    from podwall.inventory.loader import load_inventory
+    from podwall.inventory.resolver import Resolver
+    from podwall.policy.model import Policy
+
+    stop = _stop_on_term()
+    policy = Policy.model_validate(json.loads(Path(policy_path).read_text(encoding="utf-8")))
+    inventory = load_inventory([inventory_path])
+    resetter = RawResetter()
+    worker = Worker(policy, Resolver(inventory), WorkerConfig(MARK_ALLOW, MARK_DENY), resetter=resetter)
+    with NfQueue(queue_num, fail_open=False) as queue:
+        print("ready", flush=True)
+        _profiled(profile, lambda: worker.run(queue, stop))
+        stats: dict[str, Any] = dict(worker.stats)
+        stats["queue"] = dict(queue.stats)
+    resetter.close()
+    print(json.dumps(stats), flush=True)
+
+
+def run_tap(root: str, lab: str, policy_path: str, profile: str) -> None:
+    """The passive monitor on the lab's pod veths until SIGTERM; prints its counters."""
+    from podwall.datapath.io.afpacket import Tap
+    from podwall.enforce.monitor import Monitor, lab_target, run_monitor
+    from podwall.inventory.loader import load_inventory
+    from podwall.lab.cluster import find_lab
+    from podwall.policy.model import Policy
+
+    state = find_lab(lab, root)
+    policy = Policy.model_validate(json.loads(Path(policy_path).read_text(encoding="utf-8")))
+    target = lab_target(state)
+    monitor = Monitor.for_policy(policy, load_inventory([state.inventory]), source=f"bench:{target.netns}")
+    tap = Tap(target.interfaces, target.netns, local_addresses=target.addresses)
+    print("ready", flush=True)
+    stats = _profiled(profile, lambda: run_monitor(monitor, tap))  # SIGTERM/SIGINT end it
+    print(json.dumps(stats.to_dict()), flush=True)
+
+
+HIDDEN: dict[str, Callable[[list[str]], None]] = {
+    "_sink": lambda a: serve_sink(int(a[0])),
+    "_answer": lambda a: serve_answer(int(a[0])),
+    "_stream": lambda a: run_stream(a[0], int(a[1]), float(a[2])),
+    "_connect": lambda a: run_connections(a[0], int(a[1]), float(a[2])),
+    "_worker": lambda a: run_worker(int(a[0]), a[1], a[2], a[3]),
+    "_tap": lambda a: run_tap(a[0], a[1], a[2], a[3]),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Policies
+
+
+def _policy(name: str, rule: dict[str, Any]) -> dict[str, Any]:
+    groups = [{"name": g, "criteria": [{"key": "app", "op": "=", "value": g}]} for g in ("client", "server")]
+    base = {"id": 1, "from": "client", "to": "server"}
+    return {
+        "apiVersion": "podwall.io/v1",
+        "kind": "Policy",
+        "metadata": {"name": name},
+        "spec": {"defaultMode": "protect", "groups": groups, "rules": [{**base, **rule}]},
+    }
+
+
+PORTS = [f"tcp/{IPERF_PORT}", f"tcp/{STREAM_PORT}", f"tcp/{ANSWER_PORT}"]
+POLICIES = {
+    "b": _policy("bench-l34", {"ports": PORTS}),
+    "c": _policy("bench-decide-once", {"ports": PORTS, "applications": ["http"]}),
+    "d": _policy(
+        "bench-per-request",
+        {
+            "ports": PORTS,
+            "applications": ["http"],
+            "l7": {"http": {"methods": ["GET", "POST"], "paths": [{"prefix": "/"}]}},
+        },
+    ),
+}
+POLICIES["e"] = POLICIES["b"]  # the monitor judges by the L3/L4 policy: no violations, full DPI
+
+
+# ---------------------------------------------------------------------------------------------
+# Background processes
+
+
+@dataclass
+class Background:
+    """A process started in its own session (Ctrl-C reaches only the bench, which stops it)."""
+
+    name: str
+    proc: subprocess.Popen[str]
+    log: Path
+    output: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, name: str, argv: Sequence[str], log: Path, ready: bool) -> Background:
+        with open(log, "ab") as err:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if ready else subprocess.DEVNULL,
+                stderr=err,
+                text=True,
+                start_new_session=True,
+            )
+        bg = cls(name, proc, log)
+        if ready:
+            try:
+                bg._wait_ready()
+            except BaseException:
+                bg.stop()
+                raise
+        return bg
+
+    def _tail(self) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-8:])
+        except OSError:
+            return ""
+
+    def _wait_ready(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        sel = selectors.DefaultSelector()
+        sel.register(out, selectors.EVENT_READ)
+        try:
+            if not sel.select(READY_TIMEOUT):
+                raise BenchError(f"{self.name}: not ready after {READY_TIMEOUT:.0f} s; log:\n{self._tail()}")
+            line = out.readline().strip()
+        finally:
+            sel.close()
+        if line != "ready":
+            self.proc.wait(5)
+            raise BenchError(f"{self.name}: failed to start (exit {self.proc.returncode}); log:\n{self._tail()}")
+
+    def stop(self) -> dict[str, Any] | None:
+        """SIGTERM, wait (SIGKILL after a while); returns the JSON the process printed last, if any."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rest = self.proc.communicate(timeout=STOP_TIMEOUT)[0] if self.proc.stdout else None
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        for line in reversed((rest or "").splitlines()):
+            if line.startswith("{"):
+                result: dict[str, Any] = json.loads(line)
+                return result
+        return None
+
+
+def _listening(pid: int, port: int) -> bool:
+    """Whether the network namespace of `pid` has a TCP socket listening on `port`."""
+    lines: list[str] = []
+    for table in ("tcp", "tcp6"):  # iperf3 listens on a dual-stack IPv6 socket
+        with contextlib.suppress(OSError):
+            lines += Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+    return any(c[3] == "0A" and int(c[1].rsplit(":", 1)[1], 16) == port for c in (line.split() for line in lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# The bench
+
+
+@dataclass
+class Sample:
+    throughput: float  # MB/s (10^6 bytes)
+    connections: float  # per second
+    connection_errors: int
+
+
+@dataclass
+class Pair:
+    base: Sample
+    mode: Sample
+
+
+class Bench:
+    """The lab, its servers, the enforcer and the measurements."""
+
+    def __init__(self, state: Any, root: Path, seconds: float, profile: Path | None = None) -> None:
+        from podwall.enforce.apply import Enforcer
+        from podwall.enforce.iptables import QueueConfig
+        from podwall.inventory.loader import load_inventory
+        from podwall.lab.cluster import resolve_pod
+
+        self.state = state
+        self.root = root
+        self.seconds = seconds
+        self.profile = profile
+        self.setups = 0
+        self.server_ip = resolve_pod(state, "server").ips[0]
+        self.inventory = load_inventory([state.inventory])
+        # Fail-closed: a queued packet no worker takes is dropped, so nothing is measured unchecked.
+        self.queue = QueueConfig(fail_open=False)
+        self.enforcer = Enforcer(state.node_netns, self.queue)
+        self.servers: list[Background] = []
+        self.helpers: list[Background] = []
+        self.diagnostics: dict[str, list[dict[str, Any]]] = {}
+        self.policy_files: dict[str, Path] = {}
+        for key, doc in POLICIES.items():
+            path = root / f"policy-{key}.json"
+            path.write_text(json.dumps(doc), encoding="utf-8")
+            self.policy_files[key] = path
+
+    def _pod(self, pod: str, argv: Sequence[str]) -> list[str]:
+        from podwall.lab.cluster import pod_command
+
+        return pod_command(self.state, pod, list(argv))
+
+    def start_servers(self) -> None:
+        programs = {
+            IPERF_PORT: ["iperf3", "-s", "-p", str(IPERF_PORT)],
+            STREAM_PORT: [sys.executable, THIS, "_sink", str(STREAM_PORT)],
+            ANSWER_PORT: [sys.executable, THIS, "_answer", str(ANSWER_PORT)],
+        }
+        for port, argv in programs.items():
+            log = self.root / f"server-{port}.log"
+            bg = Background.start(f"server :{port}", self._pod("server", argv), log, ready=False)
+            self.servers.append(bg)
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not _listening(bg.proc.pid, port):
+                if bg.proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"{argv[0]} on port {port} did not start; log:\n{bg._tail()}")
+                time.sleep(0.05)
+
+    # -- measurements ----------------------------------------------------------------------
+
+    def _client(self, argv: Sequence[str], what: str) -> str:
+        from podwall.lab.cluster import exec_in_pod
+
+        done = exec_in_pod(self.state, "client", argv, timeout=self.seconds + 60, capture=True)
+        if done.returncode != 0:
+            raise BenchError(f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}")
+        return done.stdout
+
+    def throughput(self, tool: str) -> float:
+        secs = f"{self.seconds:g}"
+        if tool == "iperf3":
+            out = self._client(["iperf3", "-c", self.server_ip, "-p", str(IPERF_PORT), "-t", secs, "-J"], "iperf3")
+            data = json.loads(out)
+            if "error" in data:
+                raise BenchError(f"iperf3: {data['error']}")
+            got = data["end"]["sum_received"]
+            return float(got["bytes"]) / float(got["seconds"]) / 1e6
+        out = self._client([sys.executable, THIS, "_stream", self.server_ip, str(STREAM_PORT), secs], "HTTP stream")
+        data = json.loads(out)
+        return float(data["bytes"]) / float(data["seconds"]) / 1e6
+
+    def connections(self) -> tuple[float, int]:
+        secs = f"{self.seconds:g}"
+        out = self._client([sys.executable, THIS, "_connect", self.server_ip, str(ANSWER_PORT), secs], "connections")
+        data = json.loads(out)
+        return data["connections"] / data["seconds"], int(data["errors"])
+
+    def sample(self, tool: str) -> Sample:
+        mbps = self.throughput(tool)
+        rate, errors = self.connections()
+        return Sample(mbps, rate, errors)
+
+    # -- modes -----------------------------------------------------------------------------
+
+    def setup(self, key: str) -> None:
+        from podwall.enforce.plan import build_plan
+        from podwall.policy.model import Policy
+
+        if key in ("b", "c", "d"):
+            self.enforcer.apply(build_plan(Policy.model_validate(POLICIES[key]), self.inventory))
+        self.setups += 1
+        if key in ("c", "d"):
+            for num in self.queue.numbers:
+                prof = self._profile_path(f"{key}-worker{num}")
+                argv = [sys.executable, THIS, "_worker", str(num), str(self.policy_files[key]), self.state.inventory]
+                argv.append(prof)
+                argv = ["ip", "netns", "exec", self.state.node_netns, *argv]
+                self.helpers.append(Background.start(f"worker {num}", argv, self.root / f"worker-{num}.log", True))
+        if key == "e":
+            argv = [sys.executable, THIS, "_tap", str(self.root), self.state.lab, str(self.policy_files["e"])]
+            argv.append(self._profile_path("e-monitor"))
+            self.helpers.append(Background.start("monitor", argv, self.root / "monitor.log", True))
+
+    def _profile_path(self, what: str) -> str:
+        return str(self.profile / f"{what}-{self.setups}.prof") if self.profile is not None else ""
+
+    def teardown(self, key: str | None = None) -> None:
+        helpers, self.helpers = self.helpers, []
+        for bg in helpers:
+            stats = bg.stop()
+            if key is not None and stats is not None:
+                self.diagnostics.setdefault(key, []).append({"process": bg.name, **stats})
+        self.enforcer.remove()
+
+    def pair(self, mode: Mode) -> Pair:
+        self.teardown()
+        base = self.sample(mode.tool)
+        self.setup(mode.key)
+        try:
+            got = self.sample(mode.tool)
+        finally:
+            self.teardown(mode.key)
+        return Pair(base, got)
+
+    def close(self) -> None:
+        try:
+            self.teardown()
+        finally:
+            for bg in self.servers:
+                bg.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _goal(ratio: float, goal: float | None) -> str:
+    if goal is None:
+        return ""
+    return f">= {goal:.2f} {'met' if ratio >= goal else 'MISSED'}"
+
+
+def report(results: dict[str, list[Pair]], seconds: float) -> None:
+    print()
+    print(f"means over rounds of {seconds:g} s runs; ratio = mode / its paired no-firewall run, per round in brackets")
+    head = (
+        f"{'mode':38} {'tool':6} {'MB/s':>7} {'base':>7} {'ratio':>5} {'rounds':13} {'goal':14}"
+        f" {'conn/s':>7} {'base':>7} {'ratio':>5} {'rounds':13} {'goal':14}"
+    )
+    print(head)
+    print("-" * len(head))
+    for key, pairs in results.items():
+        mode = MODES[key]
+        tp, tb = _mean([p.mode.throughput for p in pairs]), _mean([p.base.throughput for p in pairs])
+        cp, cb = _mean([p.mode.connections for p in pairs]), _mean([p.base.connections for p in pairs])
+        tr, cr = tp / tb if tb else 0.0, cp / cb if cb else 0.0
+        t_rounds = "[" + " ".join(f"{p.mode.throughput / p.base.throughput:.2f}" for p in pairs) + "]"
+        c_rounds = "[" + " ".join(f"{p.mode.connections / p.base.connections:.2f}" for p in pairs) + "]"
+        print(
+            f"({key}) {mode.title:34} {mode.tool:6} {tp:7.0f} {tb:7.0f} {tr:5.2f} {t_rounds:13} "
+            f"{_goal(tr, mode.throughput_goal):14} {cp:7.0f} {cb:7.0f} {cr:5.2f} {c_rounds:13} "
+            f"{_goal(cr, mode.connections_goal):14}"
+        )
+        errors = sum(p.mode.connection_errors + p.base.connection_errors for p in pairs)
+        if errors:
+            print(f"    ({errors} failed connections in these runs)")
+
+
+def report_diagnostics(diagnostics: dict[str, list[dict[str, Any]]]) -> None:
+    if not diagnostics:
+        return
+    print()
+    print("background processes (summed over rounds):")
+    for key, runs in diagnostics.items():
+        totals: dict[str, int] = {}
+        for run in runs:
+            flat = {**run, **(run.get("queue") or run.get("tap") or {})}
+            for name, value in flat.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    totals[name] = totals.get(name, 0) + value
+        keep = {k: v for k, v in totals.items() if v}
+        print(f"  ({key}) " + ", ".join(f"{k} {v}" for k, v in keep.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _modes(text: str) -> list[str]:
+    keys = [k.strip().lower().strip("()") for k in text.split(",") if k.strip()]
+    bad = [k for k in keys if k not in MODES]
+    if bad or not keys:
+        raise argparse.ArgumentTypeError(f"unknown modes {', '.join(bad) or '(none)'}; choose from a,b,c,d,e")
+    return list(dict.fromkeys(keys))
+
+
+def _preflight() -> None:
+    if os.geteuid() != 0:
+        sys.exit("bench/datapath.py needs root (network namespaces, nftables, NFQUEUE)")
+    missing = [p for p in ("ip", "nft", "iptables-restore", "iperf3") if shutil.which(p) is None]
+    if missing:
+        sys.exit(f"missing programs: {', '.join(missing)} (./dev setup installs them)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=2, help="pairs per mode (default 2)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement (default 5)")
+    ap.add_argument("--modes", type=_modes, default=list(MODES), help="comma-separated subset of a,b,c,d,e")
+    ap.add_argument("--profile", type=Path, help="write cProfile statistics of the workers and the monitor here")
+    args = ap.parse_args(argv)
+    if args.rounds < 1 or args.seconds <= 0:
+        ap.error("--rounds must be at least 1 and --seconds positive")
+    _preflight()
+
+    from podwall.lab.cluster import lab_down, lab_up
+    from podwall.lab.spec import parse_lab
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    root = Path(tempfile.mkdtemp(prefix="podwall-bench-"))
+    root.chmod(0o711)
+    name = "bd" + secrets.token_hex(4)
+    bench: Bench | None = None
+    results: dict[str, list[Pair]] = {k: [] for k in args.modes}
+    try:
+        started = time.monotonic()
+        state = lab_up(parse_lab(SPEC.format(name=name), "bench-lab.yaml"), root)
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        bench = Bench(state, root, args.seconds, args.profile.resolve() if args.profile else None)
+        bench.start_servers()
+        print(
+            f"lab {name}: client {state.pods[0].ips[0]} -> server {bench.server_ip}; "
+            f"{args.rounds} rounds of modes {','.join(args.modes)}",
+            flush=True,
+        )
+        for r in range(args.rounds):
+            for key in args.modes:
+                pair = bench.pair(MODES[key])
+                results[key].append(pair)
+                print(
+                    f"  round {r + 1} ({key}): {MODES[key].tool} {pair.base.throughput:.0f} -> "
+                    f"{pair.mode.throughput:.0f} MB/s, "
+                    f"{pair.base.connections:.0f} -> {pair.mode.connections:.0f} conn/s",
+                    flush=True,
+                )
+        report(results, args.seconds)
+        report_diagnostics(bench.diagnostics)
+        print(f"\ntotal {time.monotonic() - started:.0f} s")
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; taking the lab down", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        # A second Ctrl-C (or a SIGTERM) must not leave the lab behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if bench is not None:
+                bench.close()
+        finally:
+            lab_down(name, root)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _dispatch(argv: list[str]) -> int:
+    if len(argv) > 1 and argv[1] in HIDDEN:
+        HIDDEN[argv[1]](argv[2:])
+        return 0
+    return main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(_dispatch(sys.argv))
