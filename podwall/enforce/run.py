@@ -4,11 +4,11 @@
 
 - it builds the plan (`build_plan`) and applies it (`Enforcer.apply`) once the workers are bound,
   so that no connection is queued to a queue nobody reads;
-- one worker process per queue number of the `QueueConfig` range (multiprocessing, fork). Each
-  enters the node's network namespace (setns) before binding its queue, runs the decision
-  `Worker` with `MARK_ALLOW` / `MARK_DENY`, and sends its violation events, heartbeats and
-  acknowledgements to the supervisor over its control pipe; the supervisor writes the events
-  to the sinks (the event store of `podwall check`, same schema);
+- one worker process per queue number of the `QueueConfig` range (multiprocessing, fork; its
+  inside is worker_process.py). Each enters the node's network namespace (setns) before binding
+  its queue, runs the decision `Worker` with `MARK_ALLOW` / `MARK_DENY`, and sends its violation
+  events, heartbeats and acknowledgements to the supervisor over its control pipe; the supervisor
+  writes the events to the sinks (the event store of `podwall check`, same schema);
 - the supervisor loop restarts a worker that died (after `restart_delay`) or stopped sending
   heartbeats for `hang_timeout` (killed, then restarted), and logs it;
 - reload on SIGHUP or when the policy / inventory files change: parse and plan first (a bad file
@@ -31,8 +31,6 @@ Denied connections were already reset at both ends and are left alone.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import logging
 import multiprocessing
@@ -47,19 +45,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from podwall.analysis.check import dns_service_groups
 from podwall.core.errors import PodwallError
 from podwall.core.events import Event
-from podwall.datapath.io.nfqueue import NfQueue
 from podwall.enforce.apply import Enforcer, in_netns, run
 from podwall.enforce.control import STATUS_FILE, read_quarantine, write_json
 from podwall.enforce.iptables import QueueConfig
-from podwall.enforce.plan import MARK_ALLOW, MARK_DECIDE, MARK_DENY, MARK_MASK, KernelPlan, build_plan
-from podwall.enforce.reset import RawResetter
-from podwall.enforce.worker import Worker, WorkerConfig
+from podwall.enforce.plan import MARK_ALLOW, MARK_DECIDE, MARK_MASK, KernelPlan, build_plan
+from podwall.enforce.worker_process import WorkerSpec, worker_main
 from podwall.inventory.loader import load_inventory
 from podwall.inventory.model import Inventory
-from podwall.inventory.resolver import Resolver
 from podwall.policy.formats.podwall_yaml import parse_policy
 from podwall.policy.model import Policy
 from podwall.store.sinks import Sink
@@ -68,105 +62,13 @@ __all__ = ["EnforcerService", "ServiceError", "requeue_decided", "signals_handle
 
 log = logging.getLogger(__name__)
 
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/run/netns"
-HEARTBEAT = 1.0  # seconds between a worker's heartbeats
-
 
 class ServiceError(PodwallError):
     """The enforcer cannot start (bad policy or inventory, a queue already bound, no root)."""
 
 
 # ---------------------------------------------------------------------------------------------
-# The worker process
-
-
-def enter_netns(netns: str | None) -> None:
-    """Move the calling (single-threaded) process into a named network namespace for good."""
-    if not netns:
-        return
-    path = netns if "/" in netns else os.path.join(NETNS_DIR, netns)
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns({path})")
-    finally:
-        os.close(fd)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSpec:
-    """What a worker process needs; passed by fork, never pickled."""
-
-    queue_num: int
-    netns: str | None
-    fail_open: bool
-    policy: Policy
-    inventory: Inventory | None
-    version: int
-    parent: int
-
-
-def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
-    """A worker process: bind one queue inside the node namespace and decide until told to stop."""
-    # Ctrl-C reaches the whole process group: the supervisor decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        enter_netns(spec.netns)
-        queue = NfQueue(spec.queue_num, fail_open=spec.fail_open)
-    except Exception as exc:  # reported to the supervisor, which logs it and retries later
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
-        return
-
-    def send_events(events: Sequence[Event]) -> None:
-        conn.send(("events", list(events)))
-
-    def make_worker(policy: Policy, inventory: Inventory | None) -> Worker:
-        resolver = Resolver(inventory)
-        return Worker(
-            policy,
-            resolver,
-            WorkerConfig(MARK_ALLOW, MARK_DENY, source=f"enforce:{spec.netns or 'host'}:q{spec.queue_num}"),
-            sink=send_events,
-            resetter=resetter,
-            dns_service_groups=dns_service_groups(inventory, resolver),
-        )
-
-    resetter = RawResetter()
-    worker = make_worker(spec.policy, spec.inventory)
-    version = spec.version
-    conn.send(("ready", spec.queue_num, queue.flags, version))
-    next_beat = time.monotonic() + HEARTBEAT
-    try:
-        while True:
-            messages = queue.recv(0.2, 64)
-            if messages:
-                worker.handle(queue, messages)
-            if conn.poll():
-                command = conn.recv()
-                if command[0] == "stop":
-                    break
-                if command[0] == "reload":
-                    _, policy, inventory, version = command
-                    if inventory is not None or policy is not None:
-                        if inventory is not None:
-                            worker.resolver = Resolver(inventory)
-                        worker.reload(policy if policy is not None else worker.engine)
-                    conn.send(("reloaded", version))
-            now = time.monotonic()
-            if now >= next_beat:
-                next_beat = now + HEARTBEAT
-                conn.send(("beat", dict(worker.stats)))
-                if os.getppid() != spec.parent:  # the supervisor is gone: do not hold the queue
-                    break
-    except (EOFError, BrokenPipeError, ConnectionResetError):
-        pass
-    finally:
-        queue.close()
-        resetter.close()
+# The worker processes, as the supervisor sees them (their inside: worker_process.py)
 
 
 @dataclass(slots=True)
@@ -481,7 +383,7 @@ class EnforcerService:
         spec = WorkerSpec(slot.queue_num, self.netns, self.queue.fail_open, self.policy, self.inventory,
                           self.version, os.getpid())  # fmt: skip
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main, args=(spec, child), name=f"podwall-q{slot.queue_num}")
+        proc = self._ctx.Process(target=worker_main, args=(spec, child), name=f"podwall-q{slot.queue_num}")
         proc.daemon = True
         proc.start()
         child.close()
