@@ -125,12 +125,17 @@ def enforce(
     _check_files([policy], "policy file")
     use_lab = lab is not None or not inventory
     inv_paths: list[Path] = list(inventory or [])
+    drift_interfaces: tuple[str, ...] = ()
+    drift_addresses: tuple[str, ...] = ()
     if use_lab:
+        from podwall.enforce.monitor import lab_target
         from podwall.lab.cluster import find_lab
 
         state = find_lab(lab, state_dir)
         netns = netns or state.node_netns
         inv_paths = inv_paths or [Path(state.inventory)]
+        target = lab_target(state)  # the pod veths: protocol drift is watched there
+        drift_interfaces, drift_addresses = target.interfaces, target.addresses
     _check_files(inv_paths, "inventory file or directory")
     where = _control_dir(lab, state_dir, control_dir, use_lab)
     sinks: list[Sink] = []
@@ -155,6 +160,7 @@ def enforce(
     service = EnforcerService(
         policy, inv_paths, netns, workers=workers, fail=fail, sinks=sinks, control_dir=where,
         keep_rules=keep_rules, queue_first=queue_first, restart_delay=restart_delay, on_events=show,
+        drift_interfaces=drift_interfaces, drift_addresses=drift_addresses,
     )  # fmt: skip
     stop = threading.Event()
     try:

@@ -45,15 +45,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from podwall.analysis.check import dns_service_groups
 from podwall.core.errors import PodwallError
 from podwall.core.events import Event
 from podwall.enforce.apply import Enforcer, in_netns, run
 from podwall.enforce.control import STATUS_FILE, read_quarantine, write_json
+from podwall.enforce.drift import DriftThread
 from podwall.enforce.iptables import QueueConfig
 from podwall.enforce.plan import MARK_ALLOW, MARK_DECIDE, MARK_MASK, KernelPlan, build_plan
 from podwall.enforce.worker_process import WorkerSpec, worker_main
 from podwall.inventory.loader import load_inventory
 from podwall.inventory.model import Inventory
+from podwall.inventory.resolver import Resolver
+from podwall.policy.evaluate import PolicyEngine
 from podwall.policy.formats.podwall_yaml import parse_policy
 from podwall.policy.model import Policy
 from podwall.store.sinks import Sink
@@ -189,6 +193,8 @@ class EnforcerService:
         hang_timeout: float = 10.0,
         reconcile_interval: float = 10.0,
         on_events: Callable[[list[Event]], None] | None = None,
+        drift_interfaces: Sequence[str] = (),
+        drift_addresses: Sequence[str] = (),
     ) -> None:
         if fail not in ("open", "closed"):
             raise ServiceError(f"fail mode must be open or closed, not {fail!r}")
@@ -212,6 +218,10 @@ class EnforcerService:
         self.hang_timeout = hang_timeout
         self.reconcile_interval = reconcile_interval
         self.on_events = on_events
+        # Protocol drift after the verdict is watched from a tap on these pod veths (none: off).
+        self.drift_interfaces = tuple(drift_interfaces)
+        self.drift_addresses = tuple(drift_addresses)
+        self.drift: DriftThread | None = None
         self.quarantine: list[str] = list(quarantine)
         self.quarantine_generation = 0
         self.quarantine_error: str | None = None
@@ -272,6 +282,11 @@ class EnforcerService:
                 self._spawn(slot)
             self._wait_ready(timeout=20.0)
             self.enforcer.apply(self.plan)
+            if self.drift_interfaces:
+                self.drift = DriftThread(
+                    self.netns, self.drift_interfaces, self.drift_addresses, *self._drift_judge(),
+                    source=f"drift:{self.netns or 'host'}",
+                )  # fmt: skip
         except BaseException:
             self.stop()
             raise
@@ -303,6 +318,10 @@ class EnforcerService:
         if not self._started:
             return
         self._started = False
+        if self.drift is not None:
+            self.drift.stop()
+            self._unwritten.extend(self.drift.take_events())
+            self.drift = None
         if not self.keep_rules:
             try:
                 self.enforcer.remove()
@@ -352,6 +371,8 @@ class EnforcerService:
         """One supervisor turn: worker messages and events, dead or hung workers, file changes,
         quarantine requests, drift."""
         self._pump(timeout)
+        if self.drift is not None:
+            self._unwritten.extend(self.drift.take_events())
         self._flush()
         now = time.monotonic()
         for slot in self._slots:
@@ -506,11 +527,20 @@ class EnforcerService:
             self._error(f"cannot apply version {self.version}: {exc} (the previous ruleset stays in force)")
             return False
         self.requeued = requeue_decided(self.netns)
+        if self.drift is not None:
+            self.drift.reload(*self._drift_judge())
         self.reloads += 1
         log.info("policy version %d in force; %d decided connection(s) sent back for re-evaluation",
                  self.version, self.requeued)  # fmt: skip
         self._status_dirty = True
         return True
+
+    def _drift_judge(self) -> tuple[PolicyEngine, Resolver]:
+        """The engine and identities the drift watcher judges a changed application by."""
+        assert self.policy is not None, "the policy is loaded before drift is watched"
+        resolver = Resolver(self.inventory)
+        engine = PolicyEngine(self.policy, dns_service_groups=dns_service_groups(self.inventory, resolver))
+        return engine, resolver
 
     def set_quarantine(self, names: Sequence[str]) -> None:
         """Re-apply the plan with exactly `names` quarantined (PodwallError when one is unknown;
