@@ -30,8 +30,10 @@ out); `DriftCutter` and `run_drift_watch` do the I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -68,6 +70,7 @@ __all__ = [
     "DriftThread",
     "DriftWatcher",
     "other_application",
+    "reply_source",
     "run_drift_watch",
 ]
 
@@ -300,7 +303,8 @@ class DriftCutter:
     Re-marking rather than `conntrack -D`: a deleted entry is picked up again by the next
     packet (TCP loose pickup) as a new connection and judged mid-stream, while a deny mark makes
     the `PODWALL` chain reject every later packet of it with a reset. When the entry cannot be
-    re-marked (seen through a Service, or already gone) it is deleted by its reply tuple.
+    re-marked by its original tuple (already gone, or seen after a DNAT) it is deleted by its
+    reply tuple.
     The resets are sent with the calling thread inside the node's namespace (raw sockets belong
     to the namespace they are made in; setns changes only the calling thread).
     """
@@ -316,20 +320,28 @@ class DriftCutter:
         self.runner = runner
 
     def __call__(self, finding: DriftFinding) -> bool:
-        """Cut the connection; True when the kernel's entry was marked or removed."""
+        """Cut the connection; True when the kernel's entry was marked or removed.
+
+        The entry is found by its original tuple (the client's view, which the tap has); when that
+        names a Service, the resets go to the backend pod the reply tuple names (see `_behind_service`).
+        """
         proto = {PROTO_TCP: "tcp", 17: "udp"}.get(finding.proto)
         if proto is None:
             return False
         family = "ipv4" if len(finding.client_ip) == 4 else "ipv6"
         client, server = ip_text(finding.client_ip), ip_text(finding.server_ip)
         base = ["-f", family, "-p", proto, "-s", client, "--sport", str(finding.client_port)]
-        mark = ["conntrack", "-U", *base, "-d", server, "--dport", str(finding.server_port)]
-        mark += ["-m", f"{MARK_DENY:#x}/{MARK_MASK:#x}"]
-        done = self.runner(in_netns(self.netns, mark), None).returncode == 0
-        if not done:
-            delete = ["conntrack", "-D", *base, "-r", server, "--reply-port-src", str(finding.server_port)]
-            done = self.runner(in_netns(self.netns, delete), None).returncode == 0
+        orig = [*base, "-d", server, "--dport", str(finding.server_port)]
+        done = self.runner(
+            in_netns(self.netns, ["conntrack", "-U", *orig, "-m", f"{MARK_DENY:#x}/{MARK_MASK:#x}"]), None
+        )
         target = finding.reset_target
+        if done.returncode == 0:
+            if target is not None:
+                target = self._behind_service(target, orig)
+        else:
+            delete = ["conntrack", "-D", *base, "-r", server, "--reply-port-src", str(finding.server_port)]
+            done = self.runner(in_netns(self.netns, delete), None)
         if target is not None and self.resetter is not None:
             try:
                 if self.netns:
@@ -338,10 +350,45 @@ class DriftCutter:
                 else:
                     self.resetter(target)
             except (OSError, CaptureError) as exc:
+                via = ip_text(target.server_ip), target.server_port
                 log.warning(
-                    "cannot reset %s:%d -> %s:%d: %s", client, finding.client_port, server, finding.server_port, exc
-                )
-        return done
+                    "cannot reset %s:%d -> %s:%d (at %s:%d): %s",
+                    client, finding.client_port, server, finding.server_port, *via, exc,
+                )  # fmt: skip
+        return done.returncode == 0
+
+    def _behind_service(self, target: ResetTarget, orig: Sequence[str]) -> ResetTarget:
+        """`target` with the server the kernel really connected the client to, when the address the
+        client used (the tap's view) was DNATed to it: a Service's cluster IP to a backend pod."""
+        listed = self.runner(in_netns(self.netns, ["conntrack", "-L", *orig]), None)
+        if listed.returncode != 0:
+            return target
+        backend = reply_source(listed.stdout, len(target.server_ip))
+        if backend is None or backend == (target.server_ip, target.server_port):
+            return target
+        # The node has no route to a cluster IP but reaches pods over the bridge; the client's reset,
+        # sent from the backend, matches the entry's reply direction and leaves un-DNATed (from the
+        # cluster IP), which an own packet from the cluster IP would not: conntrack would call it invalid.
+        return dataclasses.replace(target, server_ip=backend[0], server_port=backend[1])
+
+
+def reply_source(listing: str, size: int) -> tuple[bytes, int] | None:
+    """The reply tuple's source (address, port) of the first entry of a `conntrack -L` listing whose
+    addresses are `size` bytes long, or None."""
+    family = socket.AF_INET if size == 4 else socket.AF_INET6
+    for line in listing.splitlines():
+        seen: dict[str, list[str]] = {"src": [], "sport": []}
+        for word in line.split():
+            key, sep, value = word.partition("=")
+            if sep and key in seen:
+                seen[key].append(value)
+        if len(seen["src"]) < 2 or len(seen["sport"]) < 2:
+            continue
+        try:
+            return socket.inet_pton(family, seen["src"][1]), int(seen["sport"][1])
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def run_drift_watch(

@@ -459,29 +459,22 @@ except ConnectionResetError:
 """
 
 
-DRIFT_THROUGH_SERVICE = (
-    "connections through a Service address: the drift is detected and recorded, but the cut does not reach "
-    "the connection yet (the reset toward the cluster IP has no route from the node, and the conntrack re-mark "
-    "needs the DNATed tuple) — see the closing note of issue 5; direct pod-to-pod drift is cut (test_drift.py)"
-)
-
-
-@pytest.mark.parametrize(
-    "family",
-    [pytest.param(family, marks=pytest.mark.xfail(strict=True, reason=DRIFT_THROUGH_SERVICE)) for family in ("4", "6")],
-    ids=["ipv4", "ipv6"],
-)
-def test_protocol_change_after_the_verdict_is_cut_in_protect_mode(
+@pytest.mark.parametrize("family", ["4", "6"], ids=["ipv4", "ipv6"])
+def test_protocol_change_after_the_verdict_is_detected_through_a_service(
     lab: LabState, policies: dict[str, Path], enforce: Callable[..., Enforcing], family: str
 ) -> None:
-    """A node pod that speaks Redis (allowed, decided once) and then HTTP on the same connection is
-    cut by `podwall enforce`'s drift watcher, and the change is recorded as a violation."""
+    """A node pod that speaks Redis (allowed, decided once) and then HTTP on the same connection
+    through the Service address: `podwall enforce`'s drift watcher records the change as a deny."""
     e = enforce(policies["protect"])
     done = exec_in_pod(lab, "node", [sys.executable, "-c", _DRIFT_CLIENT, family], timeout=60, capture=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()
     assert lines[:2] == ["first", "+PONG"], done.stdout
-    assert lines[-1] in ("reset", "closed"), done.stdout + e.text()
+    # Through a Service address the cut itself is not yet reliable (about half the runs, both
+    # families): the reset toward the backend can be refused on output (EPERM) and the kernel's
+    # tcp-reset of later packets skips the Service NAT. Detection and the recorded deny below hold;
+    # the cut is asserted pod to pod in tests/lab/test_drift.py and listed as open in issue 5's note.
+    assert lines[-1] in ("reset", "closed", "open"), done.stdout
     events = _until(lambda: [x for x in e.events() if x.application == "http"])
     assert events and events[0].verdict is not None and events[0].verdict.action == "deny", e.text()
     assert _redis_cli(lab, "node") == "PONG"  # a new, plain Redis connection is still fine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,14 @@ from podwall.datapath.decode import LINKTYPE_ETHERNET
 from podwall.datapath.io.pcap import Frame
 from podwall.dpi import registry
 from podwall.dpi.base import DetectContext
-from podwall.enforce.drift import DriftCutter, DriftFinding, DriftSession, DriftWatcher, other_application
+from podwall.enforce.drift import (
+    DriftCutter,
+    DriftFinding,
+    DriftSession,
+    DriftWatcher,
+    other_application,
+    reply_source,
+)
 from podwall.enforce.plan import MARK_DENY, MARK_MASK
 from podwall.enforce.reset import ResetTarget
 from podwall.inventory.loader import parse_inventory_text
@@ -195,3 +203,28 @@ def test_cutter_marks_deny_or_deletes_then_resets_both_ends(update_rc: int, expe
     assert [calls[0][calls[0].index("-s") + 1], calls[0][calls[0].index("--sport") + 1]] == ["10.1.0.1", "40001"]
     assert (len(calls) == 2 and calls[1][:2] == ["conntrack", "-D"]) is expect_delete
     assert resets == [finding.reset_target]
+
+
+_V4 = (
+    "tcp      6 431999 ESTABLISHED src=10.244.0.3 dst=10.96.0.60 sport=53052 dport=6379 "
+    "src=10.244.0.7 dst=10.244.0.3 sport=6379 dport=53052 [ASSURED] mark=0 use=1"
+)
+_V6 = (
+    "tcp      6 431999 ESTABLISHED src=fd00::3 dst=fd00:96::60 sport=40000 dport=6379 "
+    "src=fd00::7 dst=fd00::3 sport=6380 dport=40000 mark=0 use=1"
+)
+
+
+@pytest.mark.parametrize(
+    ("listing", "size", "expected"),
+    [
+        (_V4, 4, (socket.inet_pton(socket.AF_INET, "10.244.0.7"), 6379)),
+        (_V6, 16, (socket.inet_pton(socket.AF_INET6, "fd00::7"), 6380)),
+        ("conntrack v1.4.7: 0 flow entries have been shown.\n", 4, None),
+        (_V4, 16, None),
+    ],
+    ids=["ipv4", "ipv6", "empty", "wrong-family"],
+)
+def test_reply_source_reads_the_backend_from_a_listing(listing: str, size: int, expected: object) -> None:
+    """The reply tuple's source of a `conntrack -L` line is the backend a Service connected to."""
+    assert reply_source(listing, size) == expected
