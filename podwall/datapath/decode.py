@@ -73,6 +73,12 @@ _EXT_DSTOPTS = 60
 _EXT_SIMPLE = frozenset((_EXT_HOP, _EXT_ROUTING, _EXT_DSTOPTS, _EXT_AH))  # walked by their length byte
 _ICMPS = frozenset((PROTO_ICMP, PROTO_ICMPV6))
 _LOOPBACKS = frozenset((LINKTYPE_NULL, LINKTYPE_LOOP))
+# Link layers that end in an EtherType: header length, offset of the EtherType, name for messages.
+_ETHERTYPE_LINKS: dict[int, tuple[int, int, str]] = {
+    LINKTYPE_ETHERNET: (14, 12, "Ethernet"),
+    LINKTYPE_LINUX_SLL: (16, 14, "Linux cooked"),
+    LINKTYPE_LINUX_SLL2: (20, 0, "Linux cooked v2"),
+}
 
 _IPV4 = struct.Struct("!BxHHHBBxx4s4s")  # version/IHL, total, id, flags/offset, ttl, proto, src, dst
 _IPV6 = struct.Struct("!4xHBB16s16s")  # payload length, next header, hop limit, src, dst
@@ -168,24 +174,12 @@ class Decoder:
         data = frame.data
         n = len(data)
         lt = frame.linktype
-        if lt == LINKTYPE_ETHERNET:
-            if n < 14:
-                self._malformed(frame, f"Ethernet frame of {n} bytes is shorter than its 14-byte header")
+        if lt in _ETHERTYPE_LINKS:
+            off, at, name = _ETHERTYPE_LINKS[lt]
+            if n < off:
+                self._malformed(frame, f"{name} frame of {n} bytes is shorter than its {off}-byte header")
                 return None
-            ethertype = (data[12] << 8) | data[13]
-            off = 14
-        elif lt == LINKTYPE_LINUX_SLL:
-            if n < 16:
-                self._malformed(frame, f"Linux cooked frame of {n} bytes is shorter than its 16-byte header")
-                return None
-            ethertype = (data[14] << 8) | data[15]
-            off = 16
-        elif lt == LINKTYPE_LINUX_SLL2:
-            if n < 20:
-                self._malformed(frame, f"Linux cooked v2 frame of {n} bytes is shorter than its 20-byte header")
-                return None
-            ethertype = (data[0] << 8) | data[1]
-            off = 20
+            ethertype = (data[at] << 8) | data[at + 1]
         elif lt == LINKTYPE_RAW or lt in _LINKTYPE_RAW_ALIASES:
             version = data[0] >> 4 if n else 0
             if version == 4:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from podwall.core.errors import ProtocolError
 from podwall.core.limits import Limits
@@ -19,6 +15,7 @@ from podwall.dpi.protocols.redis import RedisDetector
 from podwall.dpi.protocols.tls import TlsDetector
 from podwall.dpi.session import DpiSession
 
+from .binary_props import property_tests
 from .fixtures import FEED_MODES, Chunks, feed_all, load_chunks, split_chunks, summary
 from .fixtures import handmade as hm
 from .fixtures import handmade_databases as db
@@ -26,7 +23,6 @@ from .fixtures import handmade_databases as db
 C2S, S2C = Direction.C2S, Direction.S2C
 ON_5432 = DetectContext(PROTO_TCP, 40000, 5432)
 ON_8080 = DetectContext(PROTO_TCP, 40000, 8080)
-PROPS = settings(max_examples=100, deadline=timedelta(milliseconds=1500), suppress_health_check=[HealthCheck.too_slow])
 STARTUP = db.pg_startup(user="app", database="shop", application_name="billing")
 
 
@@ -207,59 +203,13 @@ def test_session_decides_postgresql() -> None:
 # -- properties -------------------------------------------------------------------------
 
 TRANSCRIPTS = [SESSION, *[load_chunks(n) for n in CORPUS]]
+DETECTED = [(C2S, m) for m in [STARTUP, db.PG_SSL_REQUEST, db.PG_CANCEL, load_chunks("pgsql_remote")[2][1]]]
 
-
-def _feed(parser: PostgresParser, chunks: Chunks) -> None:
-    try:
-        for direction, data in chunks:
-            parser.feed(direction, data)
-    except ProtocolError:
-        pass
-
-
-@PROPS
-@given(chunks=st.lists(st.tuples(st.sampled_from([C2S, S2C]), st.binary(max_size=300)), max_size=10))
-def test_random_bytes(chunks: Chunks) -> None:
-    """Random bytes in either direction give events or a ProtocolError, nothing else."""
-    _feed(PostgresParser(Limits(parser_buffer=512)), chunks)
-
-
-@PROPS
-@given(data=st.data())
-def test_mutated_fixtures(data: st.DataObject) -> None:
-    """Fixtures with a byte changed or cut short only ever raise ProtocolError."""
-    chunks = list(data.draw(st.sampled_from(TRANSCRIPTS)))
-    i = data.draw(st.integers(0, len(chunks) - 1))
-    direction, blob = chunks[i]
-    at = data.draw(st.integers(0, len(blob) - 1))
-    if data.draw(st.booleans()):
-        chunks[i] = (direction, blob[:at] + bytes([data.draw(st.integers(0, 255))]) + blob[at + 1 :])
-    else:
-        chunks = [*chunks[:i], (direction, blob[:at])]
-    _feed(PostgresParser(), chunks)
-
-
-@PROPS
-@given(seed=st.binary(min_size=1, max_size=200), repeat=st.integers(1, 100))
-def test_bounded_memory(seed: bytes, repeat: int) -> None:
-    """Whatever is fed, the parser holds at most a parser buffer per direction."""
-    parser = PostgresParser(Limits(parser_buffer=512))
-    try:
-        for i in range(repeat):
-            parser.feed(C2S if i % 3 else S2C, seed)
-            assert len(parser._client.body) <= 512 and len(parser._server.body) <= 512
-    except ProtocolError:
-        pass
-
-
-@PROPS
-@given(data=st.data())
-def test_detector_prefix_and_no_is_final(data: st.DataObject) -> None:
-    """A prefix of a matched message is never NO, and a NO on random bytes stays NO with more bytes."""
-    sample = data.draw(st.sampled_from([STARTUP, db.PG_SSL_REQUEST, db.PG_CANCEL, load_chunks("pgsql_remote")[2][1]]))
-    cut = data.draw(st.integers(1, len(sample)))
-    assert PostgresDetector().detect(C2S, sample[:cut], ON_5432) is not Detection.NO
-    noise = data.draw(st.binary(max_size=100))
-    more = data.draw(st.binary(max_size=100))
-    if PostgresDetector().detect(C2S, noise, ON_5432) is Detection.NO:
-        assert PostgresDetector().detect(C2S, noise + more, ON_5432) is Detection.NO
+test_random_bytes, test_mutated_fixtures, test_bounded_memory, test_detector_prefix_and_no_is_final = property_tests(
+    PostgresParser,
+    TRANSCRIPTS,
+    lambda parser: (len(parser._client.body), len(parser._server.body)),
+    PostgresDetector,
+    DETECTED,
+    ON_5432,
+)
