@@ -11,11 +11,14 @@ Parsing goes on for the whole flow unless the parser says it is `finished` (L7 p
 see every request of a keep-alive connection, not the first few): `events` keeps the first
 `MAX_EVENTS` events, and `requests` every distinct client request (up to `MAX_REQUESTS`;
 past that `requests_truncated` is set, and L7 rules fail closed on the flow).
+
+`on_event`, when given, is called with every event as the parser completes it (inspectors
+see all of a flow's messages, not only the first `MAX_EVENTS`); it must not raise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
@@ -49,13 +52,18 @@ class DpiSession:
         "error",
         "event_count",
         "events",
+        "on_event",
         "requests",
         "requests_truncated",
         "server_name",
     )
 
     def __init__(
-        self, ctx: DetectContext, limits: Limits = DEFAULT_LIMITS, detectors: Sequence[Detector] | None = None
+        self,
+        ctx: DetectContext,
+        limits: Limits = DEFAULT_LIMITS,
+        detectors: Sequence[Detector] | None = None,
+        on_event: Callable[[L7Event], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self._limits = limits
@@ -75,6 +83,7 @@ class DpiSession:
         self._request_keys: set[str] = set()
         self.error: str | None = None
         self.done = False
+        self.on_event = on_event
         if not self._candidates:
             self._give_up()
 
@@ -214,9 +223,12 @@ class DpiSession:
         room = MAX_EVENTS - len(self.events)
         if room > 0:
             self.events.extend(events[:room])
+        on_event = self.on_event
         for event in events:
             if event.direction is Direction.C2S and event.kind in REQUEST_KINDS:
                 self._request(event)
+            if on_event is not None:
+                on_event(event)
 
     def _request(self, event: L7Event) -> None:
         """Keep one event per distinct request (bodies aside): repeats add nothing for policy."""

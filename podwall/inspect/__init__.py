@@ -1,0 +1,1 @@
+"""Inspectors that look inside allowed connections: network threats, WAF, SQL injection, DLP."""
