@@ -1,4 +1,4 @@
-"""The one event schema: violations, learned connections (and later threats, WAF, DLP).
+"""The one event schema: violations, learned connections, threats, WAF and DLP detections.
 
 Every event carries forensic detail: when, both workloads, transport and application, the
 L7 fields, the verdict with its rule and explanation, severity, count and an optional pcap
@@ -61,6 +61,20 @@ class EventVerdict(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class EventDetection(BaseModel):
+    """What an inspector found (threat, WAF or DLP events): the detector, the action, the masked match."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str  # detector id: threat.syn_flood, waf.crs.942100, dlp.sensor.creditcard/visa, ...
+    name: str
+    action: str  # alert | drop | reset | deny: what the configuration asks for
+    enforced: bool = False  # the connection was cut (protect mode on the enforcer)
+    match: str | None = None  # masked; never the clear value
+    location: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -85,6 +99,7 @@ class Event(BaseModel):
     server_name: str | None = None
     l7: dict[str, Any] = Field(default_factory=dict)
     verdict: EventVerdict | None = None
+    detection: EventDetection | None = None  # threat, waf and dlp events
     count: int = 1  # flows (sessions) this event stands for
     packets: int = 0
     bytes: int = 0

@@ -79,13 +79,21 @@ _Key = tuple[int, bytes, int, bytes, int]
 class DpiSessionLike(Protocol):
     """What the flow table needs from a DPI session (implemented by `podwall.dpi.session.DpiSession`)."""
 
-    app: str | None
-    server_name: str | None
-    events: list[L7Event]
-    requests: list[L7Event]  # distinct client requests, for L7 policy
-    requests_truncated: bool
-    error: str | None
-    done: bool
+    # Read-only for the flow table: properties satisfy this as well as plain attributes.
+    @property
+    def app(self) -> str | None: ...
+    @property
+    def server_name(self) -> str | None: ...
+    @property
+    def events(self) -> list[L7Event]: ...
+    @property
+    def requests(self) -> list[L7Event]: ...  # distinct client requests, for L7 policy
+    @property
+    def requests_truncated(self) -> bool: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def done(self) -> bool: ...
 
     def on_stream(self, direction: Direction, data: bytes) -> None: ...
 
