@@ -9,6 +9,7 @@ from rich.table import Table
 
 from podwall.analysis.check import CheckedConversation
 from podwall.analysis.conversations import Conversation, iso
+from podwall.analysis.inspection import NamedFinding
 from podwall.analysis.runner import NamedFlow
 from podwall.core.events import Event
 from podwall.policy.model import Policy
@@ -145,8 +146,50 @@ def events_table(events: Sequence[Event]) -> Table:
             e.client.group,
             f"{e.server.group}:{e.server.port}" if e.server.port else e.server.group,
             e.application,
-            e.verdict.action if e.verdict else "",
-            str(e.verdict.rule_id) if e.verdict else "",
+            e.verdict.action if e.verdict else (e.detection.action if e.detection else ""),
+            str(e.verdict.rule_id) if e.verdict else (e.detection.id if e.detection else ""),
             str(e.count),
         )
     return table
+
+
+def _context(l7: dict[str, object]) -> str:
+    """The L7 context of a finding in a few words: method and path, the SQL, the query name."""
+    if "method" in l7 or "path" in l7:
+        return f"{l7.get('method', '')} {l7.get('path', '')}".strip()
+    for key in ("sql", "query", "qname", "command"):
+        if key in l7:
+            text = str(l7[key])
+            return text if len(text) <= 60 else text[:57] + "..."
+    return ""
+
+
+def findings_table(findings: Sequence[NamedFinding], title: str = "Findings") -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col in ("type", "id", "severity", "action", "client", "server", "application", "context", "match", "frame"):
+        table.add_column(col)
+    for nf in findings:
+        f = nf.finding
+        server = f"{nf.server.group}:{nf.server.port}" if nf.server.port else nf.server.group
+        table.add_row(
+            f.kind.value,
+            f.id,
+            f.severity.value,
+            f.action.value,
+            nf.client.group,
+            server,
+            nf.application,
+            _context(f.l7),
+            f.match or "",
+            str(f.frame) if f.frame else "",
+        )
+    return table
+
+
+def print_findings(console: Console, findings: Sequence[NamedFinding]) -> None:
+    """Each finding's sentence, under the table (what was seen and the figures that made it fire)."""
+    for nf in findings:
+        f = nf.finding
+        where = f" [{f.location}]" if f.location else ""
+        pcap = f" pcap: {nf.pcap}" if nf.pcap else ""
+        console.print(f"{f.kind.value} {f.id}: {f.message}{where}{pcap}", highlight=False, markup=False)

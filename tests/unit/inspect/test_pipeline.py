@@ -9,7 +9,7 @@ from podwall.core.types import Direction
 from podwall.datapath.io.pcap import Frame
 from podwall.dpi.base import DetectContext, L7Event
 from podwall.inspect.findings import Action, Finding, FindingKind
-from podwall.inspect.pipeline import FORENSIC_HEAD_BYTES, Inspection, InspectingEngine
+from podwall.inspect.pipeline import FORENSIC_HEAD_BYTES, InspectingEngine, Inspection
 from podwall.lab.synth import tcp_exchange
 
 REQUEST = b"GET /a HTTP/1.1\r\nHost: shop\r\n\r\n"
@@ -66,7 +66,7 @@ def _run(frames: list[Frame]) -> tuple[InspectingEngine, list[Recorder]]:
 
 def test_inspector_sees_every_byte_after_the_dpi_decided() -> None:
     """A per-flow inspector receives both directions' whole streams, not only the bytes the DPI needed."""
-    engine, made = _run(_frames(40))
+    _, made = _run(_frames(40))
     assert len(made) == 1
     rec = made[0]
     assert bytes(rec.seen[Direction.C2S]).count(b"GET /") == 40

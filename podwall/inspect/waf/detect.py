@@ -1,0 +1,103 @@
+"""podwall's own detection layer on top of the CRS: libinjection and generic signatures on decoded values.
+
+Debian ships CRS 3.3.4, which misses attacks newer rule sets catch (SQL in the URL path, in
+XML attributes, in arbitrary headers, JavaScript-only XSS). This layer runs libinjection's
+SQLi and XSS tokenizers and podwall's signatures (signatures.py, one hyperscan database
+compiled once) over every target of a request (targets.py) in each of its decoded forms.
+
+Each hit is an `OwnHit` with an id in podwall's range: `waf.podwall.sqli.libinjection`,
+`waf.podwall.xss.libinjection`, `waf.podwall.<category>.<signature>`. Pure: values in, hits out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import hyperscan
+import libinjection
+
+from podwall.inspect.waf.http_request import HttpRequest
+from podwall.inspect.waf.signatures import SIGNATURES, Signature
+from podwall.inspect.waf.targets import Target, decodings, request_targets
+
+__all__ = ["OwnDetector", "OwnHit"]
+
+LIBINJECTION_SQLI = "libinjection"
+MATCH_CONTEXT = 120
+
+
+@dataclass(frozen=True, slots=True)
+class OwnHit:
+    """One own-layer detection: which check, in which target, on what text (raw; the caller masks)."""
+
+    id: str  # "waf.podwall.sqli.libinjection", "waf.podwall.xss.script-tag", ...
+    category: str  # "sqli" or "xss"
+    message: str
+    location: str
+    value: str  # the decoded text that matched (a window around it for signatures)
+
+
+class OwnDetector:
+    """libinjection plus the signature database; build once, call `inspect` per request (not thread-safe)."""
+
+    def __init__(self, signatures: Sequence[Signature] = SIGNATURES) -> None:
+        self.signatures = tuple(signatures)
+        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH
+        self._db.compile(
+            expressions=[s.pattern.encode() for s in self.signatures],
+            ids=list(range(len(self.signatures))),
+            flags=[flags] * len(self.signatures),
+        )
+        self._found: list[tuple[int, int]] = []
+
+    def _on_match(self, sig: int, start: int, end: int, flags: int, context: object) -> bool | None:
+        self._found.append((sig, end))
+        return None
+
+    def scan(self, text: str) -> list[tuple[Signature, int]]:
+        """The signatures matching `text`, each with the end offset of its first match."""
+        self._found.clear()
+        self._db.scan(text.encode("utf-8", "surrogatepass"), match_event_handler=self._on_match)
+        return [(self.signatures[i], end) for i, end in self._found]
+
+    def inspect_value(self, target: Target) -> list[OwnHit]:
+        """Every own-layer hit in one target (each check reported once per target)."""
+        hits: dict[str, OwnHit] = {}
+        for form in decodings(target.value, target.plus_is_space):
+            if "sqli" not in hits and libinjection.is_sql_injection(form)["is_sqli"]:
+                hits["sqli"] = OwnHit(
+                    f"waf.podwall.sqli.{LIBINJECTION_SQLI}",
+                    "sqli",
+                    "SQL injection detected by libinjection",
+                    target.location,
+                    form[:MATCH_CONTEXT],
+                )
+            if "xss" not in hits and libinjection.is_xss(form)["is_xss"]:
+                hits["xss"] = OwnHit(
+                    "waf.podwall.xss.libinjection",
+                    "xss",
+                    "XSS detected by libinjection",
+                    target.location,
+                    form[:MATCH_CONTEXT],
+                )
+            for sig, end in self.scan(form):
+                if sig.name in hits:
+                    continue
+                data = form.encode("utf-8", "surrogatepass")[:end].decode("utf-8", "replace")
+                hits[sig.name] = OwnHit(
+                    f"waf.podwall.{sig.category}.{sig.name}",
+                    sig.category,
+                    sig.message,
+                    target.location,
+                    data[-MATCH_CONTEXT:],
+                )
+        return list(hits.values())
+
+    def inspect(self, request: HttpRequest) -> list[OwnHit]:
+        """Every own-layer hit in a request, in request order."""
+        out: list[OwnHit] = []
+        for target in request_targets(request):
+            out.extend(self.inspect_value(target))
+        return out

@@ -1,0 +1,209 @@
+"""What podwall's own WAF layer inspects in a request: named values ("targets"), decoded as an attacker encodes.
+
+A request yields its path segments (`REQUEST_FILENAME`), query arguments and argument names
+(`ARGS:name`, `ARGS_NAMES:name`), body arguments by content type (urlencoded, JSON as
+`ARGS:json.a.b`, multipart parts and file names, XML attribute values and text as `XML://@name`
+and `XML:/*`, any other body as `REQUEST_BODY`), cookies (`REQUEST_COOKIES:name`) and the values
+of every header that is not a fixed-format one (`REQUEST_HEADERS:User-Agent`, `X-*`, ...).
+
+`decodings` returns the distinct forms a value can take after the decodings attackers rely on:
+URL decoding repeated (bounded), HTML entities, JavaScript escapes, NUL removal, SQL comments
+replaced by a space and whitespace runs collapsed. Everything is bounded: number of targets,
+value length, decoding rounds.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import unquote, unquote_plus
+
+from podwall.inspect.waf.http_request import HttpRequest
+
+__all__ = ["MAX_TARGETS", "MAX_VALUE", "Target", "decodings", "request_targets"]
+
+MAX_TARGETS = 512  # values inspected per request; the rest are not (CRS still sees everything)
+MAX_VALUE = 8192  # characters of one value inspected
+URL_ROUNDS = 3  # double and triple URL encoding are common evasions; more is noise
+
+# Headers whose values have a fixed grammar (or are credentials, which must not be echoed into findings).
+SKIPPED_HEADERS = frozenset(
+    {
+        "host", "accept", "accept-encoding", "accept-language", "accept-charset", "connection",
+        "content-length", "content-type", "content-encoding", "transfer-encoding", "te", "keep-alive",
+        "cache-control", "pragma", "upgrade-insecure-requests", "if-modified-since", "if-none-match",
+        "if-match", "if-unmodified-since", "if-range", "range", "date", "dnt", "priority", "authorization",
+        "proxy-authorization", "cookie", "upgrade", "expect", "origin",
+    }
+)  # fmt: skip
+
+_JS_ESCAPE = re.compile(r"\\(?:u\{([0-9a-fA-F]{1,6})\}|u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2}))")
+_SQL_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)  # MySQL's /*! ... */ runs its content: keep it
+_MYSQL_COND = re.compile(r"/\*!\d*|\*/")
+_SPACES = re.compile(r"[\s\x0b\x0c\xa0]+")
+_XML_ATTR = re.compile(r"""([\w:.-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+_XML_TAG = re.compile(r"<[^>]*>", re.S)
+_BOUNDARY = re.compile(r"""boundary\s*=\s*(?:"([^"]+)"|([^;\s]+))""", re.I)
+_DISPOSITION = re.compile(r"""\b(name|filename)\s*=\s*(?:"([^"]*)"|([^;\s]*))""", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One value to inspect and where it came from, named as ModSecurity names its variables."""
+
+    location: str
+    value: str
+    plus_is_space: bool = True  # form encoding: true for arguments and cookies, false for the path
+
+
+def _js_unescape(value: str) -> str:
+    def repl(m: re.Match[str]) -> str:
+        code = int(m.group(1) or m.group(2) or m.group(3), 16)
+        return chr(code) if code < 0x110000 else m.group(0)
+
+    return _JS_ESCAPE.sub(repl, value)
+
+
+def decodings(value: str, plus_is_space: bool = True) -> list[str]:
+    """The distinct decoded forms of `value` worth inspecting, the fully decoded one first."""
+    value = value[:MAX_VALUE]
+    current = value
+    for i in range(URL_ROUNDS):
+        decoded = unquote_plus(current) if plus_is_space and i == 0 else unquote(current)
+        if decoded == current:
+            break
+        current = decoded
+    # entity and escape decoding twice: `&amp;lt;` and `\\u0026lt;` are both seen in the wild
+    for _ in range(2):
+        decoded = _js_unescape(html.unescape(current))
+        if decoded == current:
+            break
+        current = decoded
+    current = current.replace("\x00", "")
+    forms = [current]
+    if "/*" in current:
+        forms.append(_SPACES.sub(" ", _MYSQL_COND.sub(" ", _SQL_COMMENT.sub(" ", current))))
+    collapsed = _SPACES.sub(" ", current).strip()
+    if collapsed != current:
+        forms.append(collapsed)
+    if value != current and "%" in value:
+        forms.append(value)  # the raw form: a signature may name the encoding itself
+    return list(dict.fromkeys(forms))
+
+
+def _pairs(text: str) -> Iterator[tuple[str, str]]:
+    """Name/value pairs of a query string or urlencoded body, decoded once (form rules)."""
+    for part in text.split("&"):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        yield name, value if sep else ""
+
+
+def _args(text: str, kind: str = "ARGS") -> Iterator[Target]:
+    for name, value in _pairs(text):
+        dname = unquote_plus(name)
+        yield Target(f"{kind}_NAMES:{dname}", name)
+        if value:
+            yield Target(f"{kind}:{dname}", value)
+
+
+def _json_targets(node: object, path: str, depth: int = 0) -> Iterator[Target]:
+    if depth > 32:
+        return
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child = f"{path}.{key}"
+            yield Target(f"ARGS_NAMES:{child}", str(key))
+            yield from _json_targets(value, child, depth + 1)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _json_targets(value, f"{path}.{i}" if i < 64 else f"{path}.*", depth + 1)
+    elif isinstance(node, str):
+        yield Target(f"ARGS:{path}", node)
+    elif node is not None and not isinstance(node, bool):
+        yield Target(f"ARGS:{path}", str(node))
+
+
+def _xml_targets(text: str) -> Iterator[Target]:
+    # A tokenizer, not an XML parser: no entity expansion, no external fetches, tolerant of broken XML.
+    for tag in _XML_TAG.finditer(text):
+        for m in _XML_ATTR.finditer(tag.group(0)):
+            yield Target(f"XML://@{m.group(1)}", m.group(2) if m.group(2) is not None else m.group(3))
+    for chunk in _XML_TAG.split(text):
+        if chunk.strip():
+            yield Target("XML:/*", chunk)
+
+
+def _multipart_targets(body: bytes, content_type: str) -> Iterator[Target]:
+    m = _BOUNDARY.search(content_type)
+    if m is None:
+        yield Target("REQUEST_BODY", body.decode("latin-1"))
+        return
+    delimiter = b"--" + (m.group(1) or m.group(2)).encode("latin-1")
+    for part in body.split(delimiter)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, content = part.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        if not _:
+            head, _, content = part.lstrip(b"\n").partition(b"\n\n")
+        params = {k.lower(): (a if a is not None else b) for k, a, b in _DISPOSITION.findall(head.decode("latin-1"))}
+        name = params.get("name", "")
+        yield Target(f"ARGS_NAMES:{name}", name)
+        if "filename" in params:
+            yield Target(f"FILES:{name}", params["filename"])
+            continue  # file contents are the upload itself, not an argument
+        yield Target(f"ARGS:{name}", content.rstrip(b"\r\n").decode("utf-8", "replace"))
+
+
+def _body_targets(req: HttpRequest) -> Iterator[Target]:
+    body = req.body
+    if not body:
+        return
+    ctype = (req.header("content-type") or "").lower()
+    text = body[: MAX_VALUE * 8].decode("utf-8", "replace")
+    if "multipart/" in ctype:
+        yield from _multipart_targets(body, req.header("content-type") or "")
+    elif "json" in ctype:
+        try:
+            yield from _json_targets(json.loads(text), "json")
+        except ValueError:
+            yield Target("REQUEST_BODY", text)
+    elif "xml" in ctype:
+        yield from _xml_targets(text)
+    elif "x-www-form-urlencoded" in ctype or (not ctype and "=" in text):
+        yield from _args(text)
+    else:
+        yield Target("REQUEST_BODY", text)
+
+
+def _header_targets(req: HttpRequest) -> Iterator[Target]:
+    for name, value in req.headers:
+        lname = name.lower()
+        if lname == "cookie":
+            for pair in value.split(";"):
+                cname, sep, cvalue = pair.strip().partition("=")
+                if cname:
+                    yield Target(f"REQUEST_COOKIES_NAMES:{cname}", cname)
+                if sep and cvalue:
+                    yield Target(f"REQUEST_COOKIES:{cname}", cvalue)
+        elif lname not in SKIPPED_HEADERS and not lname.startswith("sec-") and value:
+            yield Target(f"REQUEST_HEADERS:{name}", value)
+
+
+def request_targets(req: HttpRequest) -> list[Target]:
+    """Every value of `req` the own layer inspects (at most MAX_TARGETS), in request order."""
+    out: list[Target] = []
+    for segment in req.path.split("/"):
+        if segment:
+            out.append(Target("REQUEST_FILENAME", segment, plus_is_space=False))
+    for source in (_args(req.query), _body_targets(req), _header_targets(req)):
+        for target in source:
+            if len(out) >= MAX_TARGETS:
+                return out
+            if target.value:
+                out.append(target)
+    return out
