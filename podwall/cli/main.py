@@ -38,7 +38,9 @@ from podwall.cli.common import (
     err,
     out,
 )
+from podwall.cli.dlp import dlp_app
 from podwall.cli.enforce import enforce, monitor, quarantine_app
+from podwall.cli.inspect import inspect_app
 from podwall.cli.lab import lab_app
 from podwall.cli.policy import policy_app
 from podwall.core.errors import PodwallError
@@ -56,6 +58,8 @@ app = typer.Typer(
 )
 app.add_typer(policy_app, name="policy")
 app.add_typer(lab_app, name="lab")  # podwall/cli/lab.py: up, exec, status, down
+app.add_typer(inspect_app, name="inspect")  # podwall/cli/inspect.py: http (the WAF)
+app.add_typer(dlp_app, name="dlp")  # podwall/cli/dlp.py: scan, sensors
 
 
 @app.command()

@@ -25,8 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from podwall.core.errors import InputError, Location
+from podwall.core.errors import InputError, Location, Problem
 from podwall.policy.crosscheck import GroupEntry, RuleEntry, cross_check
+from podwall.policy.inspection import InspectionSpec
 from podwall.policy.l7model import L7Match
 from podwall.policy.specs import (
     MAX_NAME_LEN,
@@ -401,6 +402,7 @@ class PolicySpec(_Model):
     strict: StrictBool = False
     groups: list[Group] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
+    inspection: InspectionSpec = Field(default_factory=InspectionSpec)
 
     @model_validator(mode="before")
     @classmethod
@@ -414,6 +416,29 @@ class PolicySpec(_Model):
                 out["rules"] = [_staged(r) for r in out.get("rules") or []]
             return out
         return data
+
+
+def sensor_problems(groups: list[Group], inspection: InspectionSpec) -> list[Problem]:
+    """Sensors a group names must exist (built in or defined under `spec.inspection`).
+
+    Checked when a podwall policy file is read, not on every Policy: a NeuVector import names
+    sensors defined in CRDs of their own, which podwall reports as unknown at inspection time.
+    """
+    problems: list[Problem] = []
+    known = {"dlp": inspection.dlp_names(), "waf": inspection.waf_names()}
+    for i, group in enumerate(groups):
+        for kind in ("dlp", "waf"):
+            config: SensorConfig | None = getattr(group, kind)
+            for j, setting in enumerate(config.settings if config is not None else ()):
+                if setting.name not in known[kind]:
+                    choices = ", ".join(sorted(known[kind]))
+                    problems.append(
+                        Problem(
+                            Location(obj=f"group {group.name}", path=f"spec.groups[{i}].{kind}.settings[{j}].name"),
+                            f"unknown {kind.upper()} sensor {setting.name!r} (known: {choices})",
+                        )
+                    )
+    return problems
 
 
 def _staged(rule: Any) -> Any:

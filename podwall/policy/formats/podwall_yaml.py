@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from podwall.core.errors import InputError, Location, Problem
 from podwall.policy.crosscheck import GroupEntry, RuleEntry, cross_check
+from podwall.policy.inspection import InspectionSpec
 from podwall.policy.l7model import L7Match
 from podwall.policy.model import (
     API_VERSION,
@@ -34,6 +35,7 @@ from podwall.policy.model import (
     Rule,
     SensorConfig,
     id_problem,
+    sensor_problems,
 )
 from podwall.policy.specs import check_group_name
 
@@ -57,6 +59,7 @@ class _SpecShell(BaseModel):
     staged: StrictBool = False
     groups: list[Any] = Field(default_factory=list)
     rules: list[Any] = Field(default_factory=list)
+    inspection: Any = None  # validated on its own (see _read_inspection)
 
 
 class _DocShell(BaseModel):
@@ -71,7 +74,7 @@ class _DocShell(BaseModel):
 
 
 _DOC_FIELDS = ("apiVersion", "kind", "metadata", "spec")
-_SPEC_FIELDS = ("defaultMode", "strict", "staged", "groups", "rules")
+_SPEC_FIELDS = ("defaultMode", "strict", "staged", "groups", "rules", "inspection")
 _GROUP_FIELDS = ("name", "criteria", "members", "mode", "dlp", "waf", "comment")
 _RULE_FIELDS = (
     "id",
@@ -99,6 +102,7 @@ _NESTED_FIELDS: dict[str, tuple[str, ...]] = {
     "dlp": ("status", "settings"),
     "waf": ("status", "settings"),
     "settings": ("name", "action"),
+    "inspection": ("waf", "dlpSensors", "wafSensors", "threats"),
     "l7": ("http", "grpc", "dns", "redis", "sql", "tls"),
     "http": ("methods", "paths", "hosts", "headers"),
     "paths": ("exact", "prefix", "regex"),
@@ -375,6 +379,9 @@ class _Merged:
     rules: list[Rule] = field(default_factory=list)
     group_entries: list[GroupEntry] = field(default_factory=list)
     rule_entries: list[RuleEntry] = field(default_factory=list)
+    inspection: InspectionSpec | None = None
+    inspection_from: int | None = None
+    group_docs: list[tuple[_Document, int]] = field(default_factory=list)  # per valid group: its document, index
 
 
 def _group_obj(item: Any, i: int) -> str:
@@ -448,6 +455,8 @@ def _read_document(doc: _Document, out: _Merged, col: _Collector) -> None:
                 "spec.strict",
                 f"strict {shell.spec.strict} conflicts with {out.strict} set in document {out.strict_from}",
             )
+    if "inspection" in spec:
+        _read_inspection(doc, spec["inspection"], out, col)
     staged_doc = spec.get("staged") is True
     groups = spec.get("groups")
     for i, item in enumerate(groups if isinstance(groups, list) else ()):
@@ -455,6 +464,7 @@ def _read_document(doc: _Document, out: _Merged, col: _Collector) -> None:
         obj = _group_obj(item, i)
         try:
             out.groups.append(Group.model_validate(item))
+            out.group_docs.append((doc, i))
         except ValidationError as exc:
             col.validation(doc, obj, path, exc, _GROUP_FIELDS)
         name = _valid_group_name(item.get("name")) if isinstance(item, dict) else None
@@ -500,6 +510,27 @@ def _read_document(doc: _Document, out: _Merged, col: _Collector) -> None:
             )
 
 
+def _read_inspection(doc: _Document, raw: Any, out: _Merged, col: _Collector) -> None:
+    if out.inspection_from is not None:
+        col.add(doc, None, "spec.inspection", f"inspection is already set in document {out.inspection_from}")
+        return
+    out.inspection_from = doc.index
+    try:
+        out.inspection = InspectionSpec.model_validate(raw)
+    except ValidationError as exc:
+        col.validation(doc, "inspection", "spec.inspection", exc, ("waf", "dlpSensors", "wafSensors", "threats"))
+
+
+def _sensor_problems(merged: _Merged, col: _Collector) -> None:
+    """Sensors the groups name must exist; reported at the group's place in its document."""
+    inspection = merged.inspection or InspectionSpec()
+    for problem in sensor_problems(merged.groups, inspection):
+        index = int((problem.location.path or "").split("[", 2)[1].split("]")[0])
+        doc, i = merged.group_docs[index]
+        path = (problem.location.path or "").replace(f"spec.groups[{index}]", f"spec.groups[{i}]", 1)
+        col.add(doc, problem.location.obj, path, problem.message)
+
+
 def parse_policy(text: str, filename: str = "<policy>") -> Policy:
     """Parse and validate a policy file's text; raises InputError listing every located fault."""
     col = _Collector(filename)
@@ -520,6 +551,7 @@ def parse_policy(text: str, filename: str = "<policy>") -> Policy:
         mark = _mark(owner, problem.location.path or "") if owner is not None else None
         message = f"{problem.message} (line {mark[0]})" if mark is not None else problem.message
         col.problems.append(Problem(problem.location, message))
+    _sensor_problems(merged, col)
     if col.problems:
         # Stable sort: faults stay in reading order within each document.
         col.problems.sort(key=lambda p: p.location.document if p.location.document is not None else -1)
@@ -529,6 +561,7 @@ def parse_policy(text: str, filename: str = "<policy>") -> Policy:
         strict=bool(merged.strict),
         groups=merged.groups,
         rules=merged.rules,
+        inspection=merged.inspection or InspectionSpec(),
     )
     return Policy(metadata=Metadata(name=merged.name or "policy"), spec=spec)
 
@@ -662,6 +695,8 @@ def dump_policy(policy: Policy, *, hits: Mapping[int, int] | None = None) -> str
         spec["strict"] = True
     spec["groups"] = [_group(g) for g in policy.spec.groups]
     spec["rules"] = [_rule(r, hits) for r in sorted(policy.spec.rules, key=lambda r: r.id)]
+    if not policy.spec.inspection.is_default():
+        spec["inspection"] = policy.spec.inspection.model_dump(mode="json", exclude_defaults=True)
     doc = {
         "apiVersion": policy.apiVersion,
         "kind": policy.kind,

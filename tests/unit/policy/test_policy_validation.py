@@ -199,8 +199,8 @@ def test_full_round_trip_of_new_fields() -> None:
         (
             "{name: zone.z, members: [a, b], mode: protect}",
             "{name: c, criteria: [{key: service, op: '=', value: c}], "
-            "dlp: {status: true, settings: [{name: cc, action: deny}]}, "
-            "waf: {status: false, settings: [{name: sqli, action: allow}]}}",
+            "dlp: {status: true, settings: [{name: sensor.creditcard, action: deny}]}, "
+            "waf: {status: false, settings: [{name: crs, action: allow}]}}",
         ),
     )
     policy = parse_policy(text)
