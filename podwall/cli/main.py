@@ -18,6 +18,7 @@ import typer
 from podwall.analysis.check import check as check_flows
 from podwall.analysis.check import dns_service_groups, learn_policy, violation_events
 from podwall.analysis.conversations import aggregate
+from podwall.analysis.inspection import finding_event
 from podwall.cli import render
 from podwall.cli.common import (
     AllowDamagedOpt,
@@ -41,6 +42,14 @@ from podwall.cli.common import (
 from podwall.cli.dlp import dlp_app
 from podwall.cli.enforce import enforce, monitor, quarantine_app
 from podwall.cli.inspect import inspect_app
+from podwall.cli.inspecting import (
+    InspectOpt,
+    ParanoiaOpt,
+    PcapDirOpt,
+    default_pcap_dir,
+    inspected_flows,
+    keep_pcaps,
+)
 from podwall.cli.lab import lab_app
 from podwall.cli.policy import policy_app
 from podwall.core.errors import PodwallError
@@ -69,23 +78,36 @@ def analyze(
     inventory: InventoryOpt = None,
     as_json: JsonOpt = False,
     flows: Annotated[bool, typer.Option("--flows", help="list individual flows instead of conversations")] = False,
+    inspect: InspectOpt = True,
+    paranoia: ParanoiaOpt = None,
+    pcap_dir: PcapDirOpt = None,
 ) -> None:
-    """Name every connection in the captures and print the conversations (or flows)."""
+    """Name every connection in the captures and print the conversations (or flows), and what the
+    inspectors (network threats, WAF, DLP) found in them."""
     inv = _load_inventory(inventory)
     resolver = Resolver(inv)
     problems = _Problems(quiet=as_json)
-    named = _flows(captures, resolver, problems)
+    if inspect:
+        named, findings = inspected_flows(captures, resolver, problems, None, paranoia)
+        keep_pcaps(findings, pcap_dir)
+    else:
+        named, findings = _flows(captures, resolver, problems), []
+    found = {"findings": [f.to_dict() for f in findings]} if inspect else {}
     if flows:
         if as_json:
-            _dump({"flows": [nf.to_dict() for nf in named], "problems": [str(p) for p in problems.items]})
+            _dump({"flows": [nf.to_dict() for nf in named], **found, "problems": [str(p) for p in problems.items]})
         else:
             out.print(render.flows_table(named))
-        return
-    convs = aggregate(named)
-    if as_json:
-        _dump({"conversations": [c.to_dict() for c in convs], "problems": [str(p) for p in problems.items]})
     else:
-        out.print(render.conversations_table(convs))
+        convs = aggregate(named)
+        if as_json:
+            problem_list = [str(p) for p in problems.items]
+            _dump({"conversations": [c.to_dict() for c in convs], **found, "problems": problem_list})
+        else:
+            out.print(render.conversations_table(convs))
+    if findings and not as_json:
+        out.print(render.findings_table(findings))
+        render.print_findings(out, findings)
 
 
 @app.command()
@@ -143,8 +165,15 @@ def check(
     jsonl: JsonlOpt = None,
     no_store: NoStoreOpt = False,
     allow_damaged: AllowDamagedOpt = False,
+    inspect: InspectOpt = True,
+    paranoia: ParanoiaOpt = None,
+    pcap_dir: PcapDirOpt = None,
 ) -> None:
     """Evaluate every connection against a policy; exit 1 when there are violations.
+
+    The inspectors run as the policy attaches them (threats everywhere, DLP and WAF on the groups
+    that turn them on); a finding whose action is deny/drop/reset also makes the exit 1, and each
+    finding is recorded as a threat, waf or dlp event with its packets saved as a pcap.
 
     With --what-if PROPOSED: which connections (of the captures, or of the event store when no
     capture is given) the proposed policy would block in protect mode; exit 1 if any. Nothing
@@ -162,10 +191,16 @@ def check(
     recorder = _Recorder(db, no_store, jsonl)
     resolver = Resolver(inv)
     problems = _Problems(quiet=as_json)
-    named = _flows(captures, resolver, problems)
+    if inspect:
+        named, findings = inspected_flows(captures, resolver, problems, pol, paranoia)
+        keep_pcaps(findings, pcap_dir or (default_pcap_dir() if recorder.store is not None else None))
+    else:
+        named, findings = _flows(captures, resolver, problems), []
     items = check_flows(named, PolicyEngine(pol, dns_service_groups=dns_service_groups(inv, resolver)))
     events = violation_events(items, ",".join(map(str, captures)))
+    events.extend(finding_event(f) for f in findings)
     violations = [i for i in items if i.verdict.violation]
+    blocking = [f for f in findings if f.finding.action.blocks]
     if as_json:
         _dump(
             {
@@ -173,6 +208,7 @@ def check(
                 "verdicts": [i.to_dict() for i in items],
                 "violations": len(violations),
                 "sessions_in_violation": sum(i.conversation.sessions for i in violations),
+                "findings": [f.to_dict() for f in findings],
                 "problems": [str(p) for p in problems.items],
                 "complete": not problems.damaged,
             }
@@ -180,12 +216,18 @@ def check(
     else:
         out.print(render.verdicts_table(items))
         render.print_violations(out, items)
-        out.print(f"{len(violations)} violation(s) in {len(items)} conversation(s)")
+        if findings:
+            out.print(render.findings_table(findings))
+            render.print_findings(out, findings)
+        out.print(
+            f"{len(violations)} violation(s) in {len(items)} conversation(s); "
+            f"{len(findings)} finding(s), {len(blocking)} with a blocking action"
+        )
     recorder.write(events)
     if problems.damaged and not allow_damaged:
         # A verdict over part of a capture must not pass as a clean bill of health.
         raise _fail(_damaged_message(problems, "the verdicts above cover only the traffic before the damage"))
-    if violations:
+    if violations or blocking:
         raise typer.Exit(1)
 
 
