@@ -59,8 +59,9 @@ class Packet:
     """One decoded IP packet (after fragment reassembly), as the flow table consumes it.
 
     `src`/`dst` are packed addresses (4 or 16 bytes). For ICMP/ICMPv6, ports are 0 and
-    `icmp_type`/`icmp_code` are set. `ip_len` is the packet's size at the IP layer (header
-    included), which is what byte counters add up, as nfstream does.
+    `icmp_type`/`icmp_code` are set (`payload` starts after the 8-byte ICMP header). `ip_len`
+    is the packet's size at the IP layer (header included), which is what byte counters add
+    up, as nfstream does.
     """
 
     ts: float
@@ -80,6 +81,11 @@ class Packet:
     ttl: int = 0
     frame: int = 0  # 1-based frame number in the capture, for error messages and forensics
     vlan: int | None = None
+    # TCP options of SYN and SYN-ACK segments (0 / -1 when absent or not a SYN): the threat
+    # engine needs the MSS (SACK-panic style small MSS) and the window scale (real window sizes).
+    mss: int = 0
+    wscale: int = -1
+    frag_overlap: bool = False  # reassembled from fragments whose ranges overlapped (teardrop-style)
 
 
 @dataclass(frozen=True, slots=True)

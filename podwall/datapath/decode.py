@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from podwall.core.errors import Location, Problem
 from podwall.core.limits import DEFAULT_LIMITS, Limits
@@ -28,6 +30,7 @@ __all__ = [
     "LINKTYPE_RAW",
     "SUPPORTED_LINKTYPES",
     "Decoder",
+    "PacketProblem",
 ]
 
 LINKTYPE_NULL = 0
@@ -85,6 +88,49 @@ _IPV6 = struct.Struct("!4xHBB16s16s")  # payload length, next header, hop limit,
 _TCP = struct.Struct("!HHIIBBH")  # ports, seq, ack, data offset, flags, window
 _UDP = struct.Struct("!HHH")  # ports, length
 
+_TCP_SYN = 0x02
+_TCPOPT_END, _TCPOPT_NOP, _TCPOPT_MSS, _TCPOPT_WSCALE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class PacketProblem(Problem):
+    """A malformed frame's problem with what threat detection needs: when, what kind, which ends.
+
+    `kind` is "malformed", or "fragment-<why>" for a fragment that cannot belong to a valid
+    datagram (see `FragmentError.kind`); `src`/`dst`/`proto` are set when the IP header was read.
+    """
+
+    kind: str = "malformed"
+    ts: float = 0.0
+    frame: int = 0
+    src: bytes = b""
+    dst: bytes = b""
+    proto: int = 0
+
+
+def _syn_options(buf: bytes, p: int, end: int) -> tuple[int, int]:
+    """(MSS, window scale) from the TCP options in `buf[p:end]`; 0 / -1 for the ones absent."""
+    mss, wscale = 0, -1
+    while p < end:
+        kind = buf[p]
+        if kind == _TCPOPT_END:
+            break
+        if kind == _TCPOPT_NOP:
+            p += 1
+            continue
+        if p + 1 >= end:
+            break
+        size = buf[p + 1]
+        if size < 2 or p + size > end:
+            break  # a malformed option list: keep what was read before it
+        if kind == _TCPOPT_MSS and size == 4:
+            mss = (buf[p + 2] << 8) | buf[p + 3]
+        elif kind == _TCPOPT_WSCALE and size == 3:
+            wscale = buf[p + 2]
+        p += size
+    return mss, wscale
+
+
 _STATS = (
     "frames",
     "decoded",
@@ -132,7 +178,10 @@ class Decoder:
 
     # -- reporting ------------------------------------------------------------------------
 
-    def _report(self, number: int | None, message: str, *, limited: bool = True) -> None:
+    def _report(
+        self, number: int | None, message: str, *, limited: bool = True, packet: tuple[Any, ...] | None = None
+    ) -> None:
+        """Report a problem; `packet` = (kind, ts, src, dst, proto) makes it a `PacketProblem`."""
         stats = self.stats
         if limited and stats["problems_reported"] >= self._report_limit:
             stats["problems_suppressed"] += 1
@@ -140,11 +189,18 @@ class Decoder:
         stats["problems_reported"] += 1
         if self._on_problem is not None:
             obj = f"frame {number}" if number is not None else None
-            self._on_problem(Problem(Location(file=self._source, obj=obj), message))
+            location = Location(file=self._source, obj=obj)
+            if packet is None:
+                self._on_problem(Problem(location, message))
+            else:
+                kind, ts, src, dst, proto = packet
+                self._on_problem(PacketProblem(location, message, kind, ts, number or 0, src, dst, proto))
 
-    def _malformed(self, frame: Frame, message: str) -> None:
+    def _malformed(
+        self, frame: Frame, message: str, kind: str = "malformed", src: bytes = b"", dst: bytes = b"", proto: int = 0
+    ) -> None:
         self.stats["malformed"] += 1
-        self._report(frame.number, message)
+        self._report(frame.number, message, packet=(kind, frame.ts, src, dst, proto))
 
     def finish(self) -> None:
         """End of input: forget incomplete fragmented datagrams and report what was left unsaid."""
@@ -163,6 +219,10 @@ class Decoder:
         """Decode one frame; None when it carries no complete IP packet (see the class doc)."""
         self.stats["frames"] += 1
         try:
+            data = frame.data
+            # The common case first (untagged Ethernet carrying IPv4), without the link dispatch.
+            if frame.linktype == LINKTYPE_ETHERNET and len(data) >= 14 and data[12] == 8 and data[13] == 0:
+                return self._ipv4(frame, data, 14, None)
             return self._link(frame)
         except (IndexError, ValueError, struct.error) as exc:
             # Every length is checked before use; this is the fail-closed net for what was missed.
@@ -314,13 +374,16 @@ class Decoder:
                     (ihl, ttl),
                 )
             except FragmentError as exc:
-                self._malformed(frame, f"IPv4 fragment dropped: {exc}")
+                self._malformed(frame, f"IPv4 fragment dropped: {exc}", f"fragment-{exc.kind}", src, dst, proto)
                 return None
             if done is None:
                 return None
             payload, (ihl0, ttl0) = done
             size = len(payload)
-            return self._transport(frame, vlan, src, dst, ttl0, ihl0 + size, proto, payload, 0, size, size)
+            pkt = self._transport(frame, vlan, src, dst, ttl0, ihl0 + size, proto, payload, 0, size, size)
+            if pkt is not None and self.fragments.last_overlap:
+                pkt.frag_overlap = True
+            return pkt
         return self._transport(frame, vlan, src, dst, ttl, total, proto, data, p, end, cap_end)
 
     def _ipv6(self, frame: Frame, data: bytes, off: int, vlan: int | None) -> Packet | None:
@@ -396,15 +459,18 @@ class Decoder:
                         (next_nh, p - 8 - unfrag_start, hlim),
                     )
                 except FragmentError as exc:
-                    self._malformed(frame, f"IPv6 fragment dropped: {exc}")
+                    self._malformed(frame, f"IPv6 fragment dropped: {exc}", f"fragment-{exc.kind}", src, dst, next_nh)
                     return None
                 if done is None:
                     return None
                 payload, (nh0, unfrag_len, hlim0) = done
                 size = len(payload)
-                return self._ipv6_chain(
+                pkt = self._ipv6_chain(
                     frame, vlan, src, dst, hlim0, nh0, payload, 0, size, size, 40 + unfrag_len + size, -1
                 )
+                if pkt is not None and self.fragments.last_overlap:
+                    pkt.frag_overlap = True
+                return pkt
             else:
                 return self._transport(frame, vlan, src, dst, hlim, ip_len, nh, data, p, end, cap_end)
 
@@ -438,7 +504,7 @@ class Decoder:
             start = p + doff
             stats["decoded"] += 1
             stats["tcp"] += 1
-            return Packet(
+            pkt = Packet(
                 frame.ts,
                 src,
                 dst,
@@ -457,6 +523,9 @@ class Decoder:
                 frame.number,
                 vlan,
             )
+            if flags & _TCP_SYN and doff > 20:
+                pkt.mss, pkt.wscale = _syn_options(buf, p + 20, start if start < cap_end else cap_end)
+            return pkt
         if proto == PROTO_UDP:
             if p + 8 > cap_end:
                 self._malformed(frame, self._short("UDP", 8, p, end, cap_end))
@@ -468,6 +537,7 @@ class Decoder:
             stop = p + ulen
             stats["decoded"] += 1
             stats["udp"] += 1
+            # Positional, as for TCP: keyword arguments cost more, and this runs per packet.
             return Packet(
                 frame.ts,
                 src,
@@ -477,9 +547,15 @@ class Decoder:
                 dport,
                 ip_len,
                 buf[p + 8 : stop if stop < cap_end else cap_end],
-                ttl=ttl,
-                frame=frame.number,
-                vlan=vlan,
+                0,
+                0,
+                0,
+                0,
+                -1,
+                -1,
+                ttl,
+                frame.number,
+                vlan,
             )
         if proto in _ICMPS:
             if p + 8 > end or p + 2 > cap_end:
@@ -492,13 +568,19 @@ class Decoder:
                 src,
                 dst,
                 proto,
-                ip_len=ip_len,
-                payload=buf[p + 8 : cap_end],
-                icmp_type=buf[p],
-                icmp_code=buf[p + 1],
-                ttl=ttl,
-                frame=frame.number,
-                vlan=vlan,
+                0,
+                0,
+                ip_len,
+                buf[p + 8 : cap_end],
+                0,
+                0,
+                0,
+                0,
+                buf[p],
+                buf[p + 1],
+                ttl,
+                frame.number,
+                vlan,
             )
         stats["decoded"] += 1
         stats["other_ip"] += 1

@@ -31,7 +31,16 @@ PIECE_COST = 64
 
 
 class FragmentError(ValueError):
-    """A fragment that cannot belong to a valid datagram; the datagram has been dropped."""
+    """A fragment that cannot belong to a valid datagram; the datagram has been dropped.
+
+    `kind` says why, for threat detection: "oversize" (the datagram would pass 65535 bytes,
+    ping-of-death style), "overlap" (fragments disagree on where the datagram ends,
+    teardrop style) or "pieces" (too many fragments).
+    """
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(slots=True)
@@ -47,6 +56,7 @@ class _Train:
     total: int = -1  # payload length once the last fragment (more-fragments clear) is seen
     pieces: int = 0
     info: Any = None  # caller's data from the offset-0 fragment (its header facts)
+    overlap: bool = False  # a fragment overlapped held bytes without being a plain duplicate of them
 
 
 class FragmentReassembler:
@@ -58,6 +68,7 @@ class FragmentReassembler:
     the datagram) when a fragment is impossible. Counters go to `stats` (shared with the
     decoder when it passes its own dict); datagrams dropped for the count or the byte budget
     are counted in `fragment_evicted`. `held_bytes` is what all incomplete datagrams charge.
+    `last_overlap` tells, after `add` returned a datagram, whether its fragments overlapped.
     """
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS, stats: dict[str, int] | None = None) -> None:
@@ -66,6 +77,8 @@ class FragmentReassembler:
         self._budget = max(0, limits.fragment_bytes)
         self._held = 0
         self._trains: dict[tuple[Any, ...], _Train] = {}
+        self.last_overlap = False
+        self._overlapped = False  # set by `_fresh`: the fragment it looked at overlapped held bytes
         self.stats: dict[str, int] = stats if stats is not None else {}
         for name in (
             "fragments",
@@ -117,6 +130,8 @@ class FragmentReassembler:
         if end > train.high:
             train.high = end
         fresh = self._fresh(train, offset, data)
+        if self._overlapped:
+            train.overlap = True
         if fresh:
             cost = sum(len(d) for _, d in fresh) + PIECE_COST * len(fresh)
             while self._held + cost > self._budget and trains:
@@ -138,6 +153,7 @@ class FragmentReassembler:
             # Pieces are disjoint and end by `total`, so holding `total` bytes means no hole.
             self._forget(key)
             stats["reassembled"] += 1
+            self.last_overlap = train.overlap
             datas = train.datas
             return (datas[0] if len(datas) == 1 else b"".join(datas)), train.info
         return None
@@ -171,20 +187,23 @@ class FragmentReassembler:
     @staticmethod
     def _check(train: _Train, offset: int, end: int, more: bool) -> None:
         if end > MAX_DATAGRAM:
-            raise FragmentError(f"fragment ends at byte {end}, beyond the {MAX_DATAGRAM}-byte datagram limit")
+            raise FragmentError(
+                f"fragment ends at byte {end}, beyond the {MAX_DATAGRAM}-byte datagram limit", "oversize"
+            )
         if train.pieces >= MAX_PIECES:
-            raise FragmentError(f"more than {MAX_PIECES} fragments for one datagram")
+            raise FragmentError(f"more than {MAX_PIECES} fragments for one datagram", "pieces")
         if train.total >= 0:
             if not more and end != train.total:
-                raise FragmentError(f"two last fragments disagree on the length ({train.total} vs {end})")
+                raise FragmentError(f"two last fragments disagree on the length ({train.total} vs {end})", "overlap")
             if end > train.total:
-                raise FragmentError(f"fragment ends at byte {end}, after the datagram's end {train.total}")
+                raise FragmentError(f"fragment ends at byte {end}, after the datagram's end {train.total}", "overlap")
         elif not more and train.high > end:
-            raise FragmentError(f"last fragment ends at byte {end}, but data up to {train.high} was seen")
+            raise FragmentError(f"last fragment ends at byte {end}, but data up to {train.high} was seen", "overlap")
 
     def _fresh(self, train: _Train, start: int, data: bytes) -> list[tuple[int, bytes]]:
         """The parts of `data` (at `start`) not held yet; compares the parts already held."""
         end = start + len(data)
+        self._overlapped = False
         if start == end:
             return []
         starts, datas = train.starts, train.datas
@@ -217,4 +236,7 @@ class FragmentReassembler:
             self.stats["fragment_overlap"] += 1
         elif overlapped and not fresh:
             self.stats["fragment_duplicate"] += 1
+        # Ranges that cross held ones (or bytes that differ) are how teardrop-style attacks look;
+        # a fragment that only repeats held bytes is a retransmission.
+        self._overlapped = differs or (overlapped and bool(fresh))
         return fresh

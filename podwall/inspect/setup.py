@@ -60,7 +60,7 @@ class Inspectors:
         self._groups: dict[str, Group] = {g.name: g for g in policy.spec.groups} if policy is not None else {}
         self.dlp = self._dlp_engine(spec.dlpSensors if spec is not None else [])
         self.waf = self._waf_engine()
-        self._threat_settings = spec.threats if spec is not None else {}
+        self._threat_settings = spec.threats if spec is not None else None
 
     # -- engines ---------------------------------------------------------------------------------
 
@@ -120,10 +120,9 @@ class Inspectors:
             factories.append(waf_flow_inspector(self.waf))
         threats = None
         if self.options.threats:
-            from podwall.inspect.threats.catalog import load_threat_settings
             from podwall.inspect.threats.engine import ThreatEngine
 
-            threats = ThreatEngine(load_threat_settings(self._threat_settings))
+            threats = ThreatEngine(self._threat_settings)
         return Inspection(threats=threats, flow_inspectors=factories)
 
     # -- attachment ------------------------------------------------------------------------------

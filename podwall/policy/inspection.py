@@ -7,24 +7,23 @@ spec:
     dlpSensors:
       - {name: sensor.apikey, rules: [{name: key, patterns: [{key: pattern, op: regex, value: "sk_[a-z0-9]{24}"}]}]}
     wafSensors: [{name: sensor.noadmin, rules: [{name: admin, patterns: [{value: "/admin", context: url}]}]}]
-    threats: {threat.syn_flood: {action: reset, threshold: 500}, threat.small_window: {enabled: false}}
+    threats: {syn_flood: {action: reset, threshold: 500}, tcp_small_window: {enabled: false}}
 ```
 
 Groups attach sensors by name (NeuVector's shape): `dlp: {status: true, settings: [{name:
 sensor.creditcard, action: deny}]}` applies DLP to traffic in and out of the group; `waf: {...}`
 applies to traffic into it. Built-in names: DLP `sensor.creditcard` and `sensor.ssn`; WAF
 `crs` (ModSecurity with the OWASP CRS and podwall's own SQLi/XSS checks). Threat settings
-apply to all traffic. Pure: models and checks only.
+apply to all traffic (keys and defaults: docs/threats.md). Pure: models and checks only.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from podwall.inspect.dlp.builtin import BUILTIN_NAMES as DLP_BUILTIN
 from podwall.inspect.dlp.model import Sensor as DlpSensor
+from podwall.inspect.threats.catalog import ThreatSettings
 from podwall.inspect.waf.sensors import WafSensor
 
 __all__ = ["DLP_BUILTIN", "WAF_BUILTIN", "InspectionSpec", "WafLevel"]
@@ -49,7 +48,7 @@ class InspectionSpec(_Model):
     waf: WafLevel = Field(default_factory=WafLevel)
     dlpSensors: list[DlpSensor] = Field(default_factory=list)  # the file's field names
     wafSensors: list[WafSensor] = Field(default_factory=list)
-    threats: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    threats: ThreatSettings = Field(default_factory=ThreatSettings)
 
     @field_validator("dlpSensors")
     @classmethod
