@@ -8,7 +8,8 @@ segments (a TCP payload), one stream per flow; `re` gets each flow whole (it can
 this is its best case), as one alternation of all patterns (one pass) and as one pass per
 pattern. All must report the same findings. Rounds are interleaved and each variant's figure
 is its best round. Also printed: the cold compile and the cached load of the
-built-in sensors. Not a test: it prints.
+built-in sensors, and WAF requests per second (ModSecurity + CRS + podwall's own layer at
+paranoia 1 and 2, against parsing the same requests alone). Not a test: it prints.
 
     .venv/bin/python bench/inspect.py [--rounds 3] [--megabytes 8] [--flow-kb 64] [--segment 1460]
 """
@@ -117,10 +118,35 @@ def python_re(reference: ReferenceScanner, flows: list[bytes]) -> int:
     return sum(len(reference.scan(flow)) for flow in flows)
 
 
-def waf_requests_per_second(rounds: int) -> dict[str, float] | None:
-    """Slot for the WAF part of this benchmark (ModSecurity + CRS requests per second), written by
-    the WAF work; returns None until then, and main() says that it was not measured."""
-    return None
+WAF_REQUESTS = (
+    b"GET /shop/items?id=42&sort=price HTTP/1.1\r\nHost: shop\r\nUser-Agent: Mozilla/5.0\r\nCookie: s=abc123\r\n\r\n",
+    b"POST /login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: 29\r\n\r\nuser=alice&password=s3cret%21",
+    b"GET /search?q=blue+shoes&page=2 HTTP/1.1\r\nHost: shop\r\nAccept: text/html\r\n\r\n",
+    b"GET /item?id=1%27%20OR%20%271%27%3D%271 HTTP/1.1\r\nHost: shop\r\n\r\n",
+    b"GET /q?name=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1\r\nHost: shop\r\n\r\n",
+)
+
+
+def waf_requests_per_second(rounds: int, count: int = 400) -> dict[str, float] | None:
+    """Requests per second through the whole WAF (ModSecurity + CRS + podwall's layer) at paranoia 1
+    and 2, and parsing alone as the baseline, on a mix of 3 ordinary requests and 2 attacks."""
+    from podwall.inspect.waf import WafEngine, parse_http
+
+    txns = [parse_http(WAF_REQUESTS[i % len(WAF_REQUESTS)]) for i in range(count)]
+    engines = {f"paranoia {pl}": WafEngine(paranoia=pl) for pl in (1, 2)}
+    best = {"parse only (baseline)": float("inf"), **dict.fromkeys(engines, float("inf"))}
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for i in range(count):
+            parse_http(WAF_REQUESTS[i % len(WAF_REQUESTS)])
+        best["parse only (baseline)"] = min(best["parse only (baseline)"], time.perf_counter() - started)
+        for name, engine in engines.items():
+            started = time.perf_counter()
+            blocked = sum(engine.inspect(t).verdict == "block" for t in txns)
+            best[name] = min(best[name], time.perf_counter() - started)
+            assert blocked == 2 * count // len(WAF_REQUESTS), f"{name}: {blocked} blocked"
+    return {name: count / seconds for name, seconds in best.items()}
 
 
 def main() -> None:
@@ -172,8 +198,9 @@ def main() -> None:
     if waf is None:
         print("WAF: not measured here yet (waf_requests_per_second is the slot for it)")
     else:
+        base = waf["parse only (baseline)"]
         for name, rps in waf.items():
-            print(f"WAF {name}: {rps:,.0f} requests/s")
+            print(f"WAF {name:22}: {rps:>10,.0f} requests/s  ({rps / base:.3f} of parsing alone)")
 
 
 if __name__ == "__main__":
