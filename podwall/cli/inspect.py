@@ -40,6 +40,10 @@ def http(
         Path | None, typer.Option("--sensors", help="custom WAF sensors YAML (NeuVector's sensor shape)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON array, one object per file")] = False,
+    no_narrowing: Annotated[
+        bool,
+        typer.Option("--no-narrowing", help="count every CRS 3.3.4 match, also those CRS 4 no longer makes"),
+    ] = False,
 ) -> None:
     """Inspect HTTP transactions with ModSecurity + OWASP CRS, podwall's own checks and custom sensors."""
     from podwall.inspect.waf.engine import WafEngine
@@ -56,7 +60,7 @@ def http(
     if problems:
         raise InputError("invalid HTTP request file(s)", problems)
     sensor_list: list[WafSensor] = load_sensors(sensors) if sensors is not None else []
-    engine = WafEngine(paranoia=paranoia, threshold=threshold, sensors=sensor_list)
+    engine = WafEngine(paranoia=paranoia, threshold=threshold, sensors=sensor_list, narrow_crs=not no_narrowing)
     if not as_json:
         for warning in engine.warnings:
             err.print(f"[yellow]warning:[/] CRS: {warning}", highlight=False)

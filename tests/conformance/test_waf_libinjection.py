@@ -29,7 +29,7 @@ HEADERS = (("Host", "localhost"), ("User-Agent", "podwall conformance"), ("Accep
 
 # Measured when written (docs/waf.md); detection goal 95 %, false-positive goal 1 %.
 FLOOR_DETECTION = {"sqli": 0.98, "xss": 0.98}
-CEILING_FP = {"own": 0.07, "waf": 0.09}
+CEILING_FP = {"own": 0.04, "waf": 0.06}
 
 
 def _lines(path: Path) -> list[str]:
@@ -46,7 +46,7 @@ def test_libinjection_samples() -> None:
     folder = corpus_dir("waf", "libinjection")
     files = sorted(folder.glob("*.txt"))
     assert files, f"no sample file in {folder}"
-    own = OwnDetector()
+    own = OwnDetector(paranoia=1)
     waf = WafEngine(paranoia=1)
     c: Counter[tuple[str, ...]] = Counter()
     for path in files:

@@ -22,6 +22,7 @@ from pathlib import Path
 import libmodsecurity
 
 from podwall.core.errors import PodwallError
+from podwall.inspect.waf.crs4 import crs4_directives
 
 __all__ = [
     "DEFAULT_RULES_DIR",
@@ -214,6 +215,8 @@ def load_crs(
             _load_text(rules, podwall_setup(paranoia, threshold, outbound_threshold), "podwall's CRS settings")
         else:
             _load_one(rules, path, report)
+    # after the rules they change: CRS 4's removals and extra targets (crs4.py)
+    _load_text(rules, crs4_directives(), "podwall's CRS 4 alignment")
     _load_text(rules, score_rules(), "podwall's score rules")
     if not any(p.name.startswith("REQUEST-949") for p, _ in report.loaded):
         raise WafConfigError(f"{location.rules_dir}: the CRS blocking evaluation (REQUEST-949) did not load")

@@ -18,6 +18,7 @@ import hyperscan
 import libinjection
 
 from podwall.inspect.waf.http_request import HttpRequest
+from podwall.inspect.waf.narrowing import libinjection_benign
 from podwall.inspect.waf.signatures import SIGNATURES, Signature
 from podwall.inspect.waf.targets import Target, decodings, request_targets
 
@@ -39,10 +40,14 @@ class OwnHit:
 
 
 class OwnDetector:
-    """libinjection plus the signature database; build once, call `inspect` per request (not thread-safe)."""
+    """libinjection plus the signature database; build once, call `inspect` per request (not thread-safe).
 
-    def __init__(self, signatures: Sequence[Signature] = SIGNATURES) -> None:
-        self.signatures = tuple(signatures)
+    Only the signatures whose paranoia level is at most `paranoia` are compiled in.
+    """
+
+    def __init__(self, signatures: Sequence[Signature] = SIGNATURES, paranoia: int = 1) -> None:
+        self.paranoia = paranoia
+        self.signatures = tuple(s for s in signatures if s.paranoia <= paranoia)
         self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH
         self._db.compile(
@@ -62,11 +67,20 @@ class OwnDetector:
         self._db.scan(text.encode("utf-8", "surrogatepass"), match_event_handler=self._on_match)
         return [(self.signatures[i], end) for i, end in self._found]
 
+    @staticmethod
+    def _libinjection_sqli(form: str) -> bool:
+        found = libinjection.is_sql_injection(form)
+        return bool(found["is_sqli"]) and not libinjection_benign(str(found.get("fingerprint") or ""), form)
+
     def inspect_value(self, target: Target) -> list[OwnHit]:
         """Every own-layer hit in one target (each check reported once per target)."""
         hits: dict[str, OwnHit] = {}
-        for form in decodings(target.value, target.plus_is_space):
-            if "sqli" not in hits and libinjection.is_sql_injection(form)["is_sqli"]:
+        forms = decodings(target.value, target.plus_is_space)
+        raw = forms[-1] if len(forms) > 1 and forms[-1] == target.value[: len(forms[-1])] else None
+        for form in forms:
+            # the still-encoded form is for signatures naming an encoding; libinjection would tokenize the escapes
+            tokenize = form is not raw or "%" in form
+            if tokenize and "sqli" not in hits and self._libinjection_sqli(form):
                 hits["sqli"] = OwnHit(
                     f"waf.podwall.sqli.{LIBINJECTION_SQLI}",
                     "sqli",
@@ -74,7 +88,7 @@ class OwnDetector:
                     target.location,
                     form[:MATCH_CONTEXT],
                 )
-            if "xss" not in hits and libinjection.is_xss(form)["is_xss"]:
+            if tokenize and "xss" not in hits and libinjection.is_xss(form)["is_xss"]:
                 hits["xss"] = OwnHit(
                     "waf.podwall.xss.libinjection",
                     "xss",

@@ -8,9 +8,10 @@ podwall's own layer, the custom sensors) and inspects any number of transactions
     result.verdict, result.anomaly_score, result.matches      # "block" / "pass"
     findings = result.findings(ts=..., frame=...)             # podwall.inspect.findings.Finding, kind=waf
 
-The anomaly score is CRS's inbound score plus 5 (CRS's critical score) for each distinct own-
-layer check and sensor rule that fired; the verdict is `block` when it reaches the inbound
-threshold, or when CRS's outbound (response) score reaches the outbound threshold.
+The anomaly score is CRS's inbound score (less the points of matches podwall's narrowing
+vetoed, see narrowing.py) plus 5 (CRS's critical score) for each distinct own-layer check and
+sensor rule that fired; the verdict is `block` when it reaches the inbound threshold, or when
+CRS's outbound (response) score reaches the outbound threshold.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from podwall.inspect.waf.crs import CrsLocation, check_levels
 from podwall.inspect.waf.detect import OwnDetector
 from podwall.inspect.waf.http_request import HttpTransaction, from_events, parse_http
 from podwall.inspect.waf.modsec import ModSecurityWaf, RuleMatch
+from podwall.inspect.waf.narrowing import narrowing_for
 from podwall.inspect.waf.sensors import SensorSet, WafSensor
 
 __all__ = ["CRITICAL_SCORE", "MAX_MATCH", "WafEngine", "WafMatch", "WafResult"]
@@ -62,6 +64,8 @@ class WafMatch:
     severity: Severity
     response: bool = False  # seen in the response (CRS phases 3-4)
     paranoia: int | None = None
+    score: int = 0  # anomaly points this match added (0 for repeats of an own check or sensor rule)
+    narrowed_by: str | None = None  # why podwall dropped this CRS match (narrowing.py); None when it counts
 
     @property
     def rule(self) -> str:
@@ -88,6 +92,7 @@ class WafResult:
     threshold: int = 5
     outbound_threshold: int = 4
     l7: dict[str, Any] = field(default_factory=dict)  # {method, path, host} (+ status with a response)
+    narrowed: list[WafMatch] = field(default_factory=list)  # CRS matches podwall dropped (not counted)
 
     @property
     def verdict(self) -> str:
@@ -101,12 +106,21 @@ class WafResult:
     def categories(self) -> set[str]:
         return {m.category for m in self.matches}
 
+    def category_score(self, category: str) -> int:
+        """The inbound anomaly points contributed by matches of one category (`sqli`, `xss`, ...)."""
+        return sum(m.score for m in self.matches if m.category == category and not m.response)
+
+    def blocked_as(self, category: str) -> bool:
+        """Blocked, and the matches of `category` alone reach the inbound threshold."""
+        return self.blocked and self.category_score(category) >= self.threshold
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "matches": [m.to_dict() for m in self.matches],
             "anomaly_score": self.anomaly_score,
             "outbound_score": self.outbound_score,
             "verdict": self.verdict,
+            "narrowed": [m.rule for m in self.narrowed],
         }
 
     def findings(self, ts: float = 0.0, frame: int = 0, extra_l7: dict[str, Any] | None = None) -> list[Finding]:
@@ -144,7 +158,7 @@ class WafResult:
         return out
 
 
-def _crs_match(m: RuleMatch) -> WafMatch:
+def _crs_match(m: RuleMatch, narrowed_by: str | None = None) -> WafMatch:
     return WafMatch(
         id=f"waf.crs.{m.rule_id}",
         source="crs",
@@ -155,7 +169,24 @@ def _crs_match(m: RuleMatch) -> WafMatch:
         severity=_severity(m.severity),
         response=m.phase in (3, 4),
         paranoia=m.paranoia,
+        score=m.score,
+        narrowed_by=narrowed_by,
     )
+
+
+def _narrow(matches: list[RuleMatch]) -> tuple[list[WafMatch], list[WafMatch], int]:
+    """CRS matches split into those that count and those a narrowing vetoes, with the points vetoed."""
+    kept: list[WafMatch] = []
+    dropped: list[WafMatch] = []
+    points = 0
+    for m in matches:
+        rule = narrowing_for(m.rule_id)
+        if rule is not None and rule.veto(m.matched, m.value):
+            dropped.append(_crs_match(m, rule.reason))
+            points += m.score if m.phase <= 2 else 0
+        else:
+            kept.append(_crs_match(m))
+    return kept, dropped, points
 
 
 class WafEngine:
@@ -174,14 +205,16 @@ class WafEngine:
         crs: CrsLocation | None = None,
         own_layer: bool = True,
         body_limit: int = 1 << 20,
+        narrow_crs: bool = True,
     ) -> None:
         check_levels(paranoia, threshold, outbound_threshold)
         self.paranoia = paranoia
         self.threshold = threshold
         self.outbound_threshold = outbound_threshold
         self.modsec = ModSecurityWaf(paranoia, threshold, outbound_threshold, crs, body_limit)
-        self.own = OwnDetector() if own_layer else None
+        self.own = OwnDetector(paranoia=paranoia) if own_layer else None
         self.sensors = SensorSet(sensors)
+        self.narrow_crs = narrow_crs
 
     @property
     def warnings(self) -> list[str]:
@@ -191,9 +224,15 @@ class WafEngine:
         """Inspect one transaction (request and, when present, its response)."""
         req = txn.request
         crs = self.modsec.run(txn)
+        if self.narrow_crs:
+            kept, dropped, vetoed = _narrow(crs.matches)
+        else:
+            kept, dropped, vetoed = [_crs_match(m) for m in crs.matches], [], 0
+        crs_score = max(crs.inbound_score - vetoed, 0)
         result = WafResult(
-            matches=[_crs_match(m) for m in crs.matches],
-            crs_score=crs.inbound_score,
+            matches=kept,
+            narrowed=dropped,
+            crs_score=crs_score,
             outbound_score=crs.outbound_score,
             threshold=self.threshold,
             outbound_threshold=self.outbound_threshold,
@@ -205,13 +244,21 @@ class WafEngine:
         if self.own is not None:
             seen: set[str] = set()
             for hit in self.own.inspect(req):
+                points = 0 if hit.id in seen else CRITICAL_SCORE
                 result.matches.append(
                     WafMatch(
-                        hit.id, "podwall", hit.message, hit.category, hit.location, clip(hit.value), Severity.CRITICAL
+                        hit.id,
+                        "podwall",
+                        hit.message,
+                        hit.category,
+                        hit.location,
+                        clip(hit.value),
+                        Severity.CRITICAL,
+                        score=points,
                     )
                 )
                 seen.add(hit.id)
-            extra += CRITICAL_SCORE * len(seen)
+                extra += points
         for shit in self.sensors.match(req):
             result.matches.append(
                 WafMatch(
@@ -222,10 +269,11 @@ class WafEngine:
                     _SENSOR_LOCATIONS.get(shit.context, shit.context),
                     clip(shit.value),
                     Severity.HIGH,
+                    score=CRITICAL_SCORE,
                 )
             )
             extra += CRITICAL_SCORE
-        result.anomaly_score = crs.inbound_score + extra
+        result.anomaly_score = crs_score + extra
         return result
 
     def inspect_raw(self, data: bytes, source: str = "<input>") -> WafResult:

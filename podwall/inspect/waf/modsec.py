@@ -27,7 +27,7 @@ from podwall.inspect.waf.crs import (
 )
 from podwall.inspect.waf.http_request import HttpTransaction
 
-__all__ = ["ModSecResult", "ModSecurityWaf", "RuleMatch", "crs_category"]
+__all__ = ["SEVERITY_SCORES", "ModSecResult", "ModSecurityWaf", "RuleMatch", "crs_category"]
 
 # CRS rule files by the hundred their ids live in; a rule's category is its file's attack class.
 _CATEGORIES = {
@@ -58,6 +58,9 @@ _WITHIN = re.compile(r"found within ((?:[A-Z_]+)(?::[^:\s]*)?)")
 _AGAINST = re.compile(r"against variable `([^`']*)'")
 _VALUE = re.compile(r"\(Value: `(.*)' \)", re.S)
 _PARANOIA_TAG = "paranoia-level/"
+_MATCHED_DATA = "Matched Data: "
+# CRS 3.3.4's tx.critical/error/warning/notice_anomaly_score defaults, by syslog severity
+SEVERITY_SCORES = {2: 5, 3: 4, 4: 3, 5: 2}
 
 
 def crs_category(rule_id: int) -> str:
@@ -76,8 +79,14 @@ class RuleMatch:
     phase: int
     paranoia: int | None
     location: str | None  # "ARGS:id", "REQUEST_HEADERS:User-Agent", "REQUEST_FILENAME", ...
-    value: str  # the matched data as CRS logs it
+    value: str  # the value the rule matched in (MATCHED_VAR, after the rule's transformations)
     tags: tuple[str, ...] = ()
+    matched: str = ""  # the part of the value the rule's pattern matched (TX.0), when CRS logs it
+
+    @property
+    def score(self) -> int:
+        """The anomaly points CRS adds for this match (its severity's score)."""
+        return SEVERITY_SCORES.get(self.severity, 0)
 
 
 @dataclass(slots=True)
@@ -115,10 +124,13 @@ def _to_match(msg: libmodsecurity.RuleMessage) -> RuleMatch:
     within = _WITHIN.search(data)
     location = located.group(1) if located else within.group(1) if within else None
     value = data
+    matched = ""
     if within is not None:
-        # CRS logdata reads "Matched Data: X found within VAR:name: <value>"; keep the value part
+        # CRS logdata reads "Matched Data: X found within VAR:name: <value>"; keep both parts
         rest = data[within.end() :]
         value = rest[2:] if rest.startswith(": ") else rest
+        if data.startswith(_MATCHED_DATA):
+            matched = data[len(_MATCHED_DATA) : within.start()].removesuffix(" ")
     elif not data and (v := _VALUE.search(match)):
         value = v.group(1)
     return RuleMatch(
@@ -131,6 +143,7 @@ def _to_match(msg: libmodsecurity.RuleMessage) -> RuleMatch:
         location=location,
         value=value,
         tags=tuple(msg.tags),
+        matched=matched,
     )
 
 

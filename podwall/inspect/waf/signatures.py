@@ -7,7 +7,8 @@ stacked statements, database catalog names, PostgreSQL casts; script tags, event
 script URIs, dangerous elements, JavaScript sinks, template-literal calls and JSFuck.
 Each is matched caselessly against every decoded form of a value (see targets.decodings), all
 compiled once into one hyperscan database. The patterns are written for podwall, in the
-subset hyperscan accepts (no back-references or lookaround).
+subset hyperscan accepts (no back-references or lookaround). Like CRS rules, a signature has a
+paranoia level: the noisier constructs only run when the engine's level is at least theirs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Signature:
     category: str  # "sqli" or "xss"
     message: str
     pattern: str
+    paranoia: int = 1  # the lowest CRS paranoia level the signature runs at
 
 
 _SQL_VERB = r"(?:select|insert|update|delete|drop|alter|create|truncate|exec|execute|declare|shutdown|grant|revoke)"
@@ -161,6 +163,27 @@ SIGNATURES: tuple[Signature, ...] = (
         "value opening with a closing quote and an SQL statement",
         r"^\s*['`]\s*\)?\s*;?\s*(?:alter|drop|select|union|insert|update|delete|exec|execute|truncate|shutdown"
         r"|declare)\s+[\w@*(]",
+    ),
+    Signature(
+        "quote-semicolon",
+        "sqli",
+        "value whose first quote is followed by a semicolon (query split)",
+        r"^[^'\"`]*['\"`]\s*;",
+        paranoia=3,
+    ),
+    Signature(
+        "leading-keyword",
+        "sqli",
+        "value opening with symbols then UNION or ALTER",
+        r"^[^A-Za-z_]+\s*(?:alter|union)\b",
+        paranoia=2,
+    ),
+    Signature(
+        "escaped-meta",
+        "sqli",
+        "quote, hash or equals sign written as a \\x escape",
+        r"\\x(?:2[37]|3d)",
+        paranoia=2,
     ),
     # --- cross-site scripting
     Signature("script-tag", "xss", "script element", r"<\s*/?\s*(?:[\w-]+\s*:\s*)?script\b"),

@@ -7,9 +7,10 @@ and `XML:/*`, any other body as `REQUEST_BODY`), cookies (`REQUEST_COOKIES:name`
 of every header that is not a fixed-format one (`REQUEST_HEADERS:User-Agent`, `X-*`, ...).
 
 `decodings` returns the distinct forms a value can take after the decodings attackers rely on:
-URL decoding repeated (bounded), HTML entities, JavaScript escapes, NUL removal, SQL comments
-replaced by a space and whitespace runs collapsed. Everything is bounded: number of targets,
-value length, decoding rounds.
+URL decoding repeated (bounded, IIS-style `%uXXXX` too), HTML entities, JavaScript escapes,
+NUL removal, Unicode compatibility folding (fullwidth U+FF1C is `<`), SQL comments replaced by a
+space and whitespace runs collapsed; the raw value is kept as well when it differs. Everything
+is bounded: number of targets, value length, decoding rounds.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, unquote_plus
@@ -40,6 +42,7 @@ SKIPPED_HEADERS = frozenset(
     }
 )  # fmt: skip
 
+_PERCENT_U = re.compile(r"%u([0-9a-fA-F]{4})")
 _JS_ESCAPE = re.compile(r"\\(?:u\{([0-9a-fA-F]{1,6})\}|u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2}))")
 _SQL_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)  # MySQL's /*! ... */ runs its content: keep it
 _MYSQL_COND = re.compile(r"/\*!\d*|\*/")
@@ -67,12 +70,18 @@ def _js_unescape(value: str) -> str:
     return _JS_ESCAPE.sub(repl, value)
 
 
+def _url_decode(value: str, plus_is_space: bool) -> str:
+    if "%u" in value or "%U" in value:
+        value = _PERCENT_U.sub(lambda m: chr(int(m.group(1), 16)), value)
+    return unquote_plus(value) if plus_is_space else unquote(value)
+
+
 def decodings(value: str, plus_is_space: bool = True) -> list[str]:
     """The distinct decoded forms of `value` worth inspecting, the fully decoded one first."""
     value = value[:MAX_VALUE]
     current = value
     for i in range(URL_ROUNDS):
-        decoded = unquote_plus(current) if plus_is_space and i == 0 else unquote(current)
+        decoded = _url_decode(current, plus_is_space and i == 0)
         if decoded == current:
             break
         current = decoded
@@ -83,13 +92,16 @@ def decodings(value: str, plus_is_space: bool = True) -> list[str]:
             break
         current = decoded
     current = current.replace("\x00", "")
+    if not current.isascii():
+        # fullwidth and other compatibility forms of < > ' " are read as the ASCII ones by some back ends
+        current = unicodedata.normalize("NFKC", current)
     forms = [current]
     if "/*" in current:
         forms.append(_SPACES.sub(" ", _MYSQL_COND.sub(" ", _SQL_COMMENT.sub(" ", current))))
     collapsed = _SPACES.sub(" ", current).strip()
     if collapsed != current:
         forms.append(collapsed)
-    if value != current and "%" in value:
+    if value != current:
         forms.append(value)  # the raw form: a signature may name the encoding itself
     return list(dict.fromkeys(forms))
 

@@ -101,3 +101,14 @@ def test_main_app_registers_inspect() -> None:
     main = pytest.importorskip("podwall.cli.main")
     names = {g.name for g in main.app.registered_groups}
     assert "inspect" in names
+
+
+def test_no_narrowing_counts_the_raw_crs_334_match(tmp_path: Path) -> None:
+    """A prose `union` that podwall's narrowing drops blocks again with --no-narrowing, and JSON lists the drop."""
+    prose = b"GET /search?q=the%20%22Union%20Jack%22%20flag HTTP/1.1\r\nHost: shop\r\nUser-Agent: Mozilla/5.0\r\n"
+    path = _write(tmp_path, "prose.http", prose + b"Accept: */*\r\n\r\n")
+    narrowed = runner.invoke(_app(), ["inspect", "http", path, "--json"])
+    raw = runner.invoke(_app(), ["inspect", "http", path, "--json", "--no-narrowing"])
+    assert narrowed.exit_code == 0 and raw.exit_code == 1, (narrowed.output, raw.output)
+    assert json.loads(narrowed.stdout)[0]["narrowed"] == ["942190"]
+    assert "942190" in {m["id"] for m in json.loads(raw.stdout)[0]["matches"]}

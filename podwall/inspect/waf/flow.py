@@ -1,0 +1,129 @@
+"""The WAF as a per-flow inspector of the datapath pipeline: HTTP events in, WAF findings out.
+
+`waf_flow_inspector(engine)` is a `FlowInspectorFactory` (see inspect/pipeline.py): for every
+TCP flow it makes a `WafFlowInspector`, which works from the DPI's L7 events, not from stream
+bytes. It pairs each HTTP `request` event with its `response` and runs the WAF on the pair:
+
+- HTTP/1 (`http`): responses come back in request order on a keep-alive connection, so each
+  response completes the oldest request still waiting;
+- HTTP/2 and gRPC (`http2`, `grpc`): by `stream_id`; events without one are inspected as
+  requests alone, at once.
+
+A request whose response never comes (cut connection, more than `MAX_PENDING` waiting) is
+inspected on its own, at the latest when the flow ends (`finish`). Findings carry ts/frame 0:
+the pipeline adds the frames. A blocked transaction's findings get `action_on_block`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Callable
+
+from podwall.core.types import PROTO_TCP, Direction
+from podwall.dpi.base import DetectContext, L7Event
+from podwall.inspect.findings import Action, Finding
+from podwall.inspect.waf.engine import WafEngine, WafResult
+
+__all__ = ["HTTP_APPS", "MAX_PENDING", "WafFlowInspector", "waf_flow_inspector"]
+
+HTTP_APPS = frozenset({"http", "http2", "grpc"})
+MAX_PENDING = 32  # requests waiting for their response per flow; past this the oldest is inspected alone
+_NO_ADDRESS = "0.0.0.0"  # the pipeline's DetectContext carries ports only
+
+
+class WafFlowInspector:
+    """One flow's WAF: pairs request and response events and inspects each transaction once."""
+
+    __slots__ = ("_action", "_by_stream", "_client", "_engine", "_in_order", "_server")
+
+    def __init__(
+        self,
+        engine: WafEngine,
+        action_on_block: Action = Action.DENY,
+        client_port: int = 0,
+        server_port: int = 80,
+    ) -> None:
+        self._engine = engine
+        self._action = action_on_block
+        self._client = (_NO_ADDRESS, client_port)
+        self._server = (_NO_ADDRESS, server_port)
+        self._in_order: deque[L7Event] = deque()  # HTTP/1 requests waiting, oldest first
+        self._by_stream: dict[int, L7Event] = {}  # HTTP/2 requests waiting, by stream id
+
+    @property
+    def wants_bytes(self) -> bool:
+        return False
+
+    def on_bytes(self, direction: Direction, data: bytes, datagram: bool) -> list[Finding]:
+        return []
+
+    def on_event(self, event: L7Event) -> list[Finding]:
+        if event.app not in HTTP_APPS or event.kind not in ("request", "response"):
+            return []
+        if event.app == "http":
+            return self._http1(event)
+        stream = event.fields.get("stream_id")
+        if not isinstance(stream, int):
+            return self._inspect(event, None) if event.kind == "request" else []
+        if event.kind == "request":
+            found = self._evict(len(self._by_stream))
+            self._by_stream[stream] = event
+            return found
+        request = self._by_stream.pop(stream, None)
+        return self._inspect(request, event) if request is not None else []
+
+    def finish(self) -> list[Finding]:
+        found: list[Finding] = []
+        while self._in_order:
+            found += self._inspect(self._in_order.popleft(), None)
+        for request in self._by_stream.values():
+            found += self._inspect(request, None)
+        self._by_stream.clear()
+        return found
+
+    def _http1(self, event: L7Event) -> list[Finding]:
+        if event.kind == "request":
+            found = self._evict(len(self._in_order))
+            self._in_order.append(event)
+            return found
+        status = event.fields.get("status")
+        if isinstance(status, int) and 100 <= status < 200 and status != 101:
+            return []  # an interim response (100 Continue, 103 Early Hints): the final one follows
+        if not self._in_order:
+            return []  # a response to a request this inspector never saw (mid-stream start)
+        return self._inspect(self._in_order.popleft(), event)
+
+    def _evict(self, waiting: int) -> list[Finding]:
+        if waiting < MAX_PENDING:
+            return []
+        if self._in_order:
+            return self._inspect(self._in_order.popleft(), None)
+        oldest = next(iter(self._by_stream))
+        return self._inspect(self._by_stream.pop(oldest), None)
+
+    def _inspect(self, request: L7Event, response: L7Event | None) -> list[Finding]:
+        result = self._engine.inspect_events(request, response, self._client, self._server)
+        return self._findings(result)
+
+    def _findings(self, result: WafResult) -> list[Finding]:
+        found = result.findings()
+        if result.blocked and self._action is not Action.DENY:
+            found = [dataclasses.replace(f, action=self._action) for f in found]
+        return found
+
+
+def waf_flow_inspector(
+    engine: WafEngine, *, action_on_block: Action = Action.DENY
+) -> Callable[[DetectContext], WafFlowInspector | None]:
+    """A pipeline factory: a WAF inspector for every TCP flow (HTTP runs over TCP only), None otherwise.
+
+    The engine is shared by the flows of one pipeline, which runs them one packet at a time.
+    """
+
+    def make(ctx: DetectContext) -> WafFlowInspector | None:
+        if ctx.proto != PROTO_TCP:
+            return None
+        return WafFlowInspector(engine, action_on_block, ctx.client_port, ctx.server_port)
+
+    return make
