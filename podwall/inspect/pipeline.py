@@ -67,6 +67,10 @@ class ThreatHooks(Protocol):
 
     def on_packet(self, pkt: Packet, flow: Flow | None, direction: Direction) -> list[Finding]: ...
 
+    def wants_stream(self, flow: Flow) -> bool:
+        """False once this flow's further bytes cannot matter to the threat checks."""
+        ...
+
     def on_stream(self, flow: Flow, direction: Direction, data: bytes) -> list[Finding]: ...
 
     def on_event(self, flow: Flow, event: L7Event) -> list[Finding]: ...
@@ -164,7 +168,10 @@ class InspectedSession:
         return self.dpi.done and not self._wants_bytes()
 
     def _wants_bytes(self) -> bool:
-        return self._threats is not None or any(i.wants_bytes for i in self._inspectors)
+        threats, flow = self._threats, self.flow
+        if threats is not None and flow is not None and threats.wants_stream(flow):
+            return True
+        return any(i.wants_bytes for i in self._inspectors)
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -191,7 +198,7 @@ class InspectedSession:
             if inspector.wants_bytes:
                 self._add(inspector.on_bytes(direction, data, datagram))
         threats, flow = self._threats, self.flow
-        if threats is not None and flow is not None and not datagram:
+        if threats is not None and flow is not None and not datagram and threats.wants_stream(flow):
             self._add(threats.on_stream(flow, direction, data))
 
     def _on_event(self, event: L7Event) -> None:
