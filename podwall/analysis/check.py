@@ -72,7 +72,8 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _endpoint(ep: Endpoint, mode: str | None) -> EventEndpoint:
+def event_endpoint(ep: Endpoint, mode: str | None = None) -> EventEndpoint:
+    """An endpoint as events record it, with its group's mode when known."""
     return EventEndpoint(
         group=ep.group,
         ip=ep.ip,
@@ -121,8 +122,8 @@ def conversation_event(
         type=etype,
         severity=_severity(v) if etype is EventType.VIOLATION else Severity.INFO,
         message=message,
-        client=_endpoint(client, v.client_mode),
-        server=_endpoint(conv.server, v.server_mode),
+        client=event_endpoint(client, v.client_mode),
+        server=event_endpoint(conv.server, v.server_mode),
         transport=proto_name(conv.proto),
         ip_proto=conv.proto,
         application=conv.application,

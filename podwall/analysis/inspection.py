@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from podwall.analysis.check import event_endpoint
 from podwall.analysis.runner import NamedFlow, ProgressFn, _name, app_label
 from podwall.core.errors import Problem
-from podwall.core.events import Event, EventDetection, EventEndpoint, EventType
+from podwall.core.events import Event, EventDetection, EventType
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import Endpoint, ip_text, proto_name
 from podwall.datapath.io.pcap import CaptureReader, Frame
@@ -149,20 +150,6 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _endpoint(ep: Endpoint) -> EventEndpoint:
-    return EventEndpoint(
-        group=ep.group,
-        ip=ep.ip,
-        port=ep.port,
-        workload=ep.workload,
-        namespace=ep.namespace,
-        service=ep.service,
-        pod=ep.pod,
-        kind=ep.kind,
-        node=ep.node,
-    )
-
-
 def _event_id(nf: NamedFinding) -> str:
     """Stable: inspecting the same capture twice records each finding once."""
     f = nf.finding
@@ -179,8 +166,8 @@ def finding_event(nf: NamedFinding, *, enforced: bool = False) -> Event:
         type=_EVENT_TYPE[f.kind],
         severity=f.severity,
         message=f"{f.name}: {f.message}",
-        client=_endpoint(nf.client),
-        server=_endpoint(nf.server),
+        client=event_endpoint(nf.client),
+        server=event_endpoint(nf.server),
         transport=nf.transport,
         ip_proto=nf.ip_proto,
         application=nf.application,

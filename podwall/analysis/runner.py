@@ -26,6 +26,7 @@ from podwall.core.types import (
 from podwall.datapath.engine import Engine
 from podwall.datapath.flows import Flow
 from podwall.datapath.io.pcap import CaptureReader
+from podwall.dpi.session import FULL
 from podwall.inventory.resolver import Resolver
 from podwall.policy.l7context import requests_of, server_name_of
 
@@ -103,11 +104,17 @@ def read_flows(
     on_problem: Callable[[Problem], None] | None = None,
     progress: ProgressFn | None = None,
     dpi: bool = True,
+    depth: str = FULL,
 ) -> Iterator[NamedFlow]:
-    """Yield every flow of every capture, named. `progress(n)` is told of each n bytes read."""
+    """Yield every flow of every capture, named. `progress(n)` is told of each n bytes read.
+
+    `depth` is how far the DPI parses each flow: `full` when L7 rules will judge the flows'
+    requests, `detect` when only the application and server name are needed (see
+    `podwall.dpi.session`; a flow cut short has `requests_truncated` set).
+    """
     for path in paths:
         source = str(path)
-        engine = Engine(limits, dpi=dpi, on_problem=on_problem, source=source)
+        engine = Engine(limits, dpi=dpi, dpi_depth=depth, on_problem=on_problem, source=source)
         with CaptureReader(path, on_problem=on_problem) as reader:
             done = 0
             for frame in reader:
