@@ -33,6 +33,7 @@ __all__ = [
     "CapturedFinding",
     "FlowInspector",
     "FlowInspectorFactory",
+    "Forensics",
     "InspectedSession",
     "InspectingEngine",
     "Inspection",
@@ -97,7 +98,7 @@ class CapturedFinding:
     frames: list[Frame] = field(default_factory=list)
 
 
-class _Forensics:
+class Forensics:
     """A flow's frames kept for pcaps: the first ~2 KB and the most recent few."""
 
     __slots__ = ("head", "head_bytes", "recent")
@@ -247,7 +248,7 @@ class InspectingEngine:
         self.table: FlowTable = _InspectingTable(limits, dpi_factory=self._session)
         self.packets = 0
         self.findings: list[CapturedFinding] = []
-        self._forensics: dict[int, _Forensics] = {}  # id(flow) -> its frames, while the flow lives
+        self._forensics: dict[int, Forensics] = {}  # id(flow) -> its frames, while the flow lives
         self._frame: Frame | None = None
 
     def _session(self, ctx: DetectContext) -> DpiSessionLike:
@@ -271,11 +272,11 @@ class InspectingEngine:
         table = self.table
         ended = table.add(pkt)
         flow = table.last_flow
-        forensics: _Forensics | None = None
+        forensics: Forensics | None = None
         if flow is not None:
             forensics = self._forensics.get(id(flow))
             if forensics is None:
-                forensics = self._forensics[id(flow)] = _Forensics()
+                forensics = self._forensics[id(flow)] = Forensics()
             forensics.add(frame)
         threats = self.inspection.threats
         if threats is not None:
@@ -308,7 +309,7 @@ class InspectingEngine:
             found.extend(threats.on_flow_end(flow))
         self._captured(found, flow, forensics)
 
-    def _captured(self, found: list[Finding], flow: Flow | None, forensics: _Forensics | None) -> None:
+    def _captured(self, found: list[Finding], flow: Flow | None, forensics: Forensics | None) -> None:
         if not found:
             return
         if forensics is not None:

@@ -127,6 +127,25 @@ class Inspectors:
 
     # -- attachment ------------------------------------------------------------------------------
 
+    def guards(self, client_groups: Sequence[str], server_groups: Sequence[str]) -> bool:
+        """Whether a connection between these groups is inspected by WAF or DLP (the enforcer keeps
+        such connections in userspace for their whole life)."""
+        if self.policy is None:
+            return self.dlp is not None or self.waf is not None
+        for name in client_groups:
+            group = self._groups.get(name)
+            if self.dlp is not None and group is not None and group.dlp is not None and group.dlp.status:
+                return True
+        for name in server_groups:
+            group = self._groups.get(name)
+            if group is None:
+                continue
+            if self.dlp is not None and group.dlp is not None and group.dlp.status:
+                return True
+            if self.waf is not None and group.waf is not None and group.waf.status:
+                return True
+        return False
+
     def attach(self, finding: Finding, client_groups: Sequence[str], server_groups: Sequence[str]) -> Finding | None:
         """The finding as the policy sees it (its action), or None when no group asked for it."""
         if self.policy is None or finding.kind is FindingKind.THREAT:
