@@ -47,57 +47,60 @@ class ThreatSetting(BaseModel):
         return Action(self.action)
 
 
-class SynFloodSettings(ThreatSetting):
+class _Drop(ThreatSetting):
+    """A threat whose packets are dropped by default."""
+
     action: ActionName = "drop"
+
+
+class _Reset(ThreatSetting):
+    """A threat whose connection is reset by default."""
+
+    action: ActionName = "reset"
+
+
+class SynFloodSettings(_Drop):
     threshold: int = Field(default=200, ge=1, description="SYNs to one address within `window`")
     window: float = Field(default=1.0, gt=0)
 
 
-class IcmpFloodSettings(ThreatSetting):
-    action: ActionName = "drop"
+class IcmpFloodSettings(_Drop):
     threshold: int = Field(default=100, ge=1, description="ICMP messages to one address within `window`")
     window: float = Field(default=1.0, gt=0)
 
 
-class SessionLimitSettings(ThreatSetting):
-    action: ActionName = "drop"
+class SessionLimitSettings(_Drop):
     max_concurrent: int = Field(default=2000, ge=1, description="open sessions from one source to one destination")
     max_new: int = Field(default=0, ge=0, description="new sessions from one source within `window` (0: off)")
     window: float = Field(default=1.0, gt=0)
 
 
-class NoClientDataSettings(ThreatSetting):
-    action: ActionName = "reset"
+class NoClientDataSettings(_Reset):
     timeout: float = Field(default=30.0, gt=0, description="seconds established without a client byte")
     threshold: int = Field(default=10, ge=1, description="such connections to one server within `window`")
     window: float = Field(default=10.0, gt=0)
 
 
-class PingOfDeathSettings(ThreatSetting):
-    action: ActionName = "drop"
+class PingOfDeathSettings(_Drop):
     max_size: int = Field(default=32000, ge=1, description="largest ICMP packet (IP bytes, after reassembly)")
 
 
-class HeartbleedSettings(ThreatSetting):
-    action: ActionName = "drop"
+class HeartbleedSettings(_Drop):
     min_overread: int = Field(default=1, ge=1, description="bytes a heartbeat request claims past its record")
     response_growth: int = Field(default=1024, ge=1, description="bytes a heartbeat response may exceed its request by")
 
 
-class SlowlorisSettings(ThreatSetting):
-    action: ActionName = "reset"
+class SlowlorisSettings(_Reset):
     timeout: float = Field(default=20.0, gt=0, description="seconds a request head may stay incomplete")
 
 
-class SmallWindowSettings(ThreatSetting):
-    action: ActionName = "reset"
+class SmallWindowSettings(_Reset):
     min_window: int = Field(default=128, ge=1, description="bytes; smaller non-zero windows count as small")
     count: int = Field(default=5, ge=1, description="consecutive small windows from one side")
     duration: float = Field(default=8.0, ge=0, description="seconds the small windows must last")
 
 
-class SmallMssSettings(ThreatSetting):
-    action: ActionName = "drop"
+class SmallMssSettings(_Drop):
     min_mss: int = Field(default=256, ge=1, description="smaller MSS options count as small")
 
 
@@ -129,17 +132,8 @@ class DnsTunnelSettings(ThreatSetting):
     ignore_suffixes: tuple[str, ...] = ("arpa", "local", "cluster.local")
 
 
-class SqliSettings(ThreatSetting):
-    action: ActionName = "drop"
+class SqliSettings(_Drop):
     check_literals: bool = Field(default=True, description="also run libinjection on the query's string literals")
-
-
-class _Drop(ThreatSetting):
-    action: ActionName = "drop"
-
-
-class _Reset(ThreatSetting):
-    action: ActionName = "reset"
 
 
 class ThreatSettings(BaseModel):

@@ -29,6 +29,12 @@ _RR = struct.Struct("!HHIH")
 _TYPE_OPT = 41
 # Record types whose rdata holds names (offset of the first name, number of names).
 _NAME_RDATA = {2: (0, 1), 5: (0, 1), 12: (0, 1), 39: (0, 1), 15: (2, 1), 33: (6, 1), 6: (0, 2)}
+# Scan errors that are threats of their own: (threat, what the finding says, the tag of its target); a
+# merely malformed message is not one.
+_UNPARSED = {
+    "loop": ("dns_loop_pointer", "whose name compression pointers loop", "loop"),
+    "long-name": ("dns_oversize", "with a name longer than 255 bytes", "name"),
+}
 
 
 @dataclass(slots=True)
@@ -132,25 +138,10 @@ class DnsThreats:
         """One DNS message of `client` (the querier's address), seen over UDP or TCP."""
         r = self._r
         side = "response" if scan.response else "query"
-        if scan.error == "loop":
-            r.hit(
-                "dns_loop_pointer",
-                f"DNS {side} whose name compression pointers loop",
-                ts=ts,
-                frame=frame,
-                target=(client, "loop"),
-                detail=detail,
-            )
-            return
-        if scan.error == "long-name":
-            r.hit(
-                "dns_oversize",
-                f"DNS {side} with a name longer than 255 bytes",
-                ts=ts,
-                frame=frame,
-                target=(client, "name"),
-                detail=detail,
-            )
+        unparsed = _UNPARSED.get(scan.error or "")
+        if unparsed is not None:
+            key, what, tag = unparsed
+            r.hit(key, f"DNS {side} {what}", ts=ts, frame=frame, target=(client, tag), detail=detail)
             return
         if udp:
             self._size(scan, client, ts, frame, side, detail)

@@ -25,11 +25,11 @@ from podwall.dpi.base import L7Event
 from podwall.inspect.findings import Action, Finding
 from podwall.inspect.threats.catalog import ThreatSettings
 from podwall.inspect.threats.dns import DNS_PORTS, DnsThreats, scan_dns
-from podwall.inspect.threats.flow import FlowState, FlowThreats, flow_detail
+from podwall.inspect.threats.flow import FlowState, FlowThreats
 from podwall.inspect.threats.http import HttpWatch
 from podwall.inspect.threats.l7 import L7Threats
-from podwall.inspect.threats.packet import PacketThreats, packet_detail
-from podwall.inspect.threats.report import Reporter, evict_oldest
+from podwall.inspect.threats.packet import PacketThreats
+from podwall.inspect.threats.report import Reporter, evict_oldest, flow_detail, packet_detail
 from podwall.inspect.threats.tls import TlsWatch, looks_like_tls
 
 __all__ = ["MAX_FLOW_STATES", "ThreatEngine"]
@@ -127,8 +127,9 @@ class ThreatEngine:
         tls = state.tls
         if tls is not None:
             for hit in tls.feed(direction, data):
-                self._r.hit(hit.key, hit.message, ts=flow.last_ts, frame=flow.last_frame, direction=direction,
-                            l7={"sni": flow.server_name}, detail={**flow_detail(flow), **hit.detail})  # fmt: skip
+                self._r.flow_hit(
+                    hit.key, hit.message, flow, direction=direction, l7={"sni": flow.server_name}, detail=hit.detail
+                )
             if not tls.active:
                 state.tls = None
                 state.streams_off = True
@@ -136,8 +137,7 @@ class ThreatEngine:
         http = state.http
         if http is not None and direction == Direction.C2S:
             for found in http.feed(data, flow.last_ts):
-                self._r.hit(found.key, found.message, ts=flow.last_ts, frame=flow.last_frame, direction=direction,
-                            l7=found.l7, detail={**flow_detail(flow), **found.detail})  # fmt: skip
+                self._r.flow_hit(found.key, found.message, flow, direction=direction, l7=found.l7, detail=found.detail)
             if http.head_start >= 0:
                 self._slowloris(flow, state, http, flow.last_ts, flow.last_frame)
             if not http.active:
@@ -173,9 +173,8 @@ class ThreatEngine:
         dpi = flow.dpi
         error = dpi.error if dpi is not None else None
         if error and _DNS_LOOP in error and flow.app == "dns" and flow.proto == PROTO_TCP:
-            self._r.hit("dns_loop_pointer", "DNS message over TCP whose name compression pointers loop",
-                        ts=flow.last_ts, frame=flow.last_frame, target=(flow.client_ip, "loop"),
-                        detail=flow_detail(flow))  # fmt: skip
+            message = "DNS message over TCP whose name compression pointers loop"
+            self._r.flow_hit("dns_loop_pointer", message, flow, target=(flow.client_ip, "loop"))
 
     def on_problem(self, problem: Problem) -> list[Finding]:
         """A decoder problem (a malformed frame, an impossible fragment); see `PacketProblem`."""

@@ -13,25 +13,13 @@ from podwall.core.types import PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN, Direction, 
 from podwall.datapath.flows import Flow
 from podwall.inspect.threats.catalog import ThreatSettings
 from podwall.inspect.threats.http import HttpWatch
-from podwall.inspect.threats.packet import packet_detail
-from podwall.inspect.threats.report import MAX_KEYS, Reporter, WindowCounter, evict_oldest
+from podwall.inspect.threats.report import MAX_KEYS, Reporter, WindowCounter, evict_oldest, flow_detail
 from podwall.inspect.threats.tls import TlsWatch
 
-__all__ = ["FlowState", "FlowThreats", "flow_detail"]
+__all__ = ["FlowState", "FlowThreats"]
 
 _SYN_ACK = TCP_SYN | TCP_ACK
 _SYN_RST = TCP_SYN | TCP_RST
-
-
-def flow_detail(flow: Flow) -> dict[str, object]:
-    """Both ends of a flow, as findings report them."""
-    return {
-        "src": ip_text(flow.client_ip),
-        "dst": ip_text(flow.server_ip),
-        "sport": flow.client_port,
-        "dport": flow.server_port,
-        "proto": flow.proto,
-    }
 
 
 class FlowState:
@@ -146,15 +134,13 @@ class FlowThreats:
         pending = self._pending_syn
         first = pending.pop((pkt.dst, pkt.dport, pkt.src, pkt.sport), None)
         if first is not None:
-            self._r.hit(
+            self._r.packet_hit(
                 "split_handshake",
                 f"{ip_text(pkt.src)}:{pkt.sport} answered the SYN of {ip_text(pkt.dst)}:{pkt.dport} "
                 f"with a SYN of its own {pkt.ts - first:.3f}s later (split handshake or simultaneous open)",
-                ts=pkt.ts,
-                frame=pkt.frame,
+                pkt,
                 direction=direction,
                 target=(pkt.src, pkt.sport, pkt.dst, pkt.dport),
-                detail=packet_detail(pkt),
             )
             return
         key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)

@@ -14,8 +14,8 @@ from podwall.dpi.base import L7Event
 from podwall.inspect.sqli import Dialect, check_sql
 from podwall.inspect.threats.catalog import ThreatSettings
 from podwall.inspect.threats.dns import DNS_PORTS, DnsScan, DnsThreats
-from podwall.inspect.threats.flow import FlowState, flow_detail
-from podwall.inspect.threats.report import Reporter, WindowCounter
+from podwall.inspect.threats.flow import FlowState
+from podwall.inspect.threats.report import Reporter, WindowCounter, flow_detail
 
 __all__ = ["ER_ACCESS_DENIED", "SQL_SHOWN", "L7Threats"]
 
@@ -69,14 +69,12 @@ class L7Threats:
             return
         if not self._once(state, key):
             return
-        self._r.hit(
+        self._r.flow_hit(
             key,
             f"{version} in use: the {side} {version}",
-            ts=flow.last_ts,
-            frame=flow.last_frame,
+            flow,
             direction=event.direction,
             l7={"version": version, "sni": flow.server_name},
-            detail=flow_detail(flow),
         )
 
     def _ssh(self, flow: Flow, state: FlowState, event: L7Event) -> None:
@@ -84,14 +82,12 @@ class L7Threats:
         if not version.startswith("1.") or version == "1.99" or not self._once(state, "ssh_v1"):
             return
         side = event.fields.get("side", "peer")
-        self._r.hit(
+        self._r.flow_hit(
             "ssh_v1",
             f"the SSH {side} speaks protocol {version} ({event.fields.get('software')})",
-            ts=flow.last_ts,
-            frame=flow.last_frame,
+            flow,
             direction=event.direction,
             l7={"proto_version": version, "software": event.fields.get("software")},
-            detail=flow_detail(flow),
         )
 
     def _mysql_error(self, flow: Flow, event: L7Event) -> None:
@@ -101,16 +97,15 @@ class L7Threats:
         count = self._denied.add(flow.client_ip, flow.last_ts)
         if count < s.threshold:
             return
-        self._r.hit(
+        self._r.flow_hit(
             "mysql_access_denied",
             f"{count} MySQL logins from {ip_text(flow.client_ip)} denied within {s.window:g}s "
             f"(threshold {s.threshold}): {event.fields.get('message')}",
-            ts=flow.last_ts,
-            frame=flow.last_frame,
+            flow,
             direction=event.direction,
             target=flow.client_ip,
             l7={"code": ER_ACCESS_DENIED, "message": event.fields.get("message")},
-            detail={**flow_detail(flow), "count": count, "threshold": s.threshold},
+            detail={"count": count, "threshold": s.threshold},
         )
 
     def _sql(self, flow: Flow, event: L7Event, dialect: Dialect) -> None:
@@ -127,17 +122,13 @@ class L7Threats:
             return
         kinds = sorted({h.kind for h in hits})
         l7: dict[str, Any] = {"app": event.app, "sql": sql[:SQL_SHOWN]}
-        self._r.hit(
+        self._r.flow_hit(
             "sqli",
             f"{event.app} query with {', '.join(kinds)}: {hits[0].detail!r}",
-            ts=flow.last_ts,
-            frame=flow.last_frame,
+            flow,
             direction=event.direction,
             l7=l7,
-            detail={
-                **flow_detail(flow),
-                "hits": [{"kind": h.kind, "detail": h.detail, "offset": h.offset} for h in hits],
-            },
+            detail={"hits": [{"kind": h.kind, "detail": h.detail, "offset": h.offset} for h in hits]},
         )
 
     def _dns_event(self, flow: Flow, event: L7Event) -> None:

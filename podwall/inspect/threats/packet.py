@@ -15,7 +15,7 @@ from podwall.datapath.decode import PacketProblem
 from podwall.inspect.threats.catalog import ThreatSettings
 from podwall.inspect.threats.report import Reporter, WindowCounter, evict_oldest
 
-__all__ = ["ECHO_REPLY", "ECHO_REQUEST", "PacketThreats", "packet_detail"]
+__all__ = ["ECHO_REPLY", "ECHO_REQUEST", "PacketThreats"]
 
 ECHO_REQUEST = {PROTO_ICMP: 8, PROTO_ICMPV6: 128}
 ECHO_REPLY = {PROTO_ICMP: 0, PROTO_ICMPV6: 129}
@@ -23,17 +23,6 @@ ECHO_REPLY = {PROTO_ICMP: 0, PROTO_ICMPV6: 129}
 _ICMPV6_LINK = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
 RECENT_ECHOES = 64  # echo request payloads remembered per pair of hosts
 MAX_PAIRS = 16384  # pairs of hosts whose echoes are followed
-
-
-def packet_detail(pkt: Packet) -> dict[str, object]:
-    """The addresses, ports and transport of a packet, as cross-flow findings report them."""
-    return {
-        "src": ip_text(pkt.src),
-        "dst": ip_text(pkt.dst),
-        "sport": pkt.sport,
-        "dport": pkt.dport,
-        "proto": pkt.proto,
-    }
 
 
 class _EchoPair:
@@ -64,35 +53,35 @@ class PacketThreats:
         """A segment with SYN set: flood rate (pure SYNs), data on the SYN, a small MSS."""
         r, s = self._r, self._s
         if not flags & TCP_ACK and r.enabled["syn_flood"]:
-            count = self._syns.add(pkt.dst, pkt.ts)
-            if count > s.syn_flood.threshold:
-                r.hit(
-                    "syn_flood",
-                    f"{count} SYNs to {ip_text(pkt.dst)} within {s.syn_flood.window:g}s "
-                    f"(threshold {s.syn_flood.threshold})",
-                    ts=pkt.ts,
-                    frame=pkt.frame,
-                    target=pkt.dst,
-                    detail={**packet_detail(pkt), "count": count, "threshold": s.syn_flood.threshold},
-                )
+            self._flood("syn_flood", pkt, self._syns, s.syn_flood.threshold, "SYNs")
         if pkt.payload:
-            r.hit(
+            r.packet_hit(
                 "syn_with_data",
                 f"{'SYN-ACK' if flags & TCP_ACK else 'SYN'} from {ip_text(pkt.src)}:{pkt.sport} "
                 f"carries {len(pkt.payload)} bytes",
-                ts=pkt.ts,
-                frame=pkt.frame,
+                pkt,
                 target=(pkt.src, pkt.dst),
-                detail={**packet_detail(pkt), "bytes": len(pkt.payload)},
+                detail={"bytes": len(pkt.payload)},
             )
         if 0 < pkt.mss < s.tcp_small_mss.min_mss:
-            r.hit(
+            r.packet_hit(
                 "tcp_small_mss",
                 f"MSS {pkt.mss} from {ip_text(pkt.src)}:{pkt.sport} is below {s.tcp_small_mss.min_mss}",
-                ts=pkt.ts,
-                frame=pkt.frame,
+                pkt,
                 target=(pkt.src, pkt.dst),
-                detail={**packet_detail(pkt), "mss": pkt.mss, "min_mss": s.tcp_small_mss.min_mss},
+                detail={"mss": pkt.mss, "min_mss": s.tcp_small_mss.min_mss},
+            )
+
+    def _flood(self, key: str, pkt: Packet, counter: WindowCounter, threshold: int, what: str) -> None:
+        """Count `pkt` against its destination; more than `threshold` within the counter's window is a flood."""
+        count = counter.add(pkt.dst, pkt.ts)
+        if count > threshold:
+            self._r.packet_hit(
+                key,
+                f"{count} {what} to {ip_text(pkt.dst)} within {counter.window:g}s (threshold {threshold})",
+                pkt,
+                target=pkt.dst,
+                detail={"count": count, "threshold": threshold},
             )
 
     # -- ICMP -----------------------------------------------------------------------------
@@ -102,17 +91,7 @@ class PacketThreats:
         r, s = self._r, self._s
         proto, icmp_type = pkt.proto, pkt.icmp_type
         if r.enabled["icmp_flood"] and not (proto == PROTO_ICMPV6 and icmp_type in _ICMPV6_LINK):
-            count = self._icmps.add(pkt.dst, pkt.ts)
-            if count > s.icmp_flood.threshold:
-                r.hit(
-                    "icmp_flood",
-                    f"{count} {proto_name(proto)} messages to {ip_text(pkt.dst)} within "
-                    f"{s.icmp_flood.window:g}s (threshold {s.icmp_flood.threshold})",
-                    ts=pkt.ts,
-                    frame=pkt.frame,
-                    target=pkt.dst,
-                    detail={**packet_detail(pkt), "count": count, "threshold": s.icmp_flood.threshold},
-                )
+            self._flood("icmp_flood", pkt, self._icmps, s.icmp_flood.threshold, f"{proto_name(proto)} messages")
         if pkt.ip_len > s.ping_of_death.max_size:
             self._ping_of_death(pkt.ts, pkt.frame, pkt.src, pkt.dst, proto, f"{pkt.ip_len}-byte {proto_name(proto)}")
         if r.enabled["icmp_tunnel"]:
@@ -170,27 +149,24 @@ class PacketThreats:
             self._tunnel(pkt, pkt.dst, pkt.src, f"{pair.mismatches} echo replies did not echo their request")
 
     def _tunnel(self, pkt: Packet, requester: bytes, responder: bytes, why: str) -> None:
-        self._r.hit(
+        self._r.packet_hit(
             "icmp_tunnel",
             f"ICMP echoes between {ip_text(requester)} and {ip_text(responder)} look like a tunnel: {why}",
-            ts=pkt.ts,
-            frame=pkt.frame,
+            pkt,
             target=(requester, responder),
-            detail={**packet_detail(pkt), "requester": ip_text(requester), "responder": ip_text(responder)},
+            detail={"requester": ip_text(requester), "responder": ip_text(responder)},
         )
 
     # -- IP fragments and malformed frames --------------------------------------------------
 
     def fragments(self, pkt: Packet) -> None:
         """A datagram reassembled from overlapping fragments."""
-        self._r.hit(
+        self._r.packet_hit(
             "teardrop",
             f"{proto_name(pkt.proto)} datagram from {ip_text(pkt.src)} to {ip_text(pkt.dst)} "
             "was reassembled from overlapping fragments",
-            ts=pkt.ts,
-            frame=pkt.frame,
+            pkt,
             target=(pkt.src, pkt.dst),
-            detail=packet_detail(pkt),
         )
 
     def problem(self, problem: Problem) -> None:

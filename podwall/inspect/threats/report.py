@@ -10,17 +10,40 @@ memory without bound.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Any
+from collections.abc import Hashable, Mapping
+from typing import Any, TypedDict, Unpack
 
-from podwall.core.types import Direction
+from podwall.core.types import Direction, Packet, ip_text
+from podwall.datapath.flows import Flow
 from podwall.inspect.findings import Action, Finding, FindingKind
 from podwall.inspect.threats.catalog import THREATS, ThreatSettings
 
-__all__ = ["MAX_KEYS", "Reporter", "WindowCounter", "evict_oldest"]
+__all__ = ["MAX_KEYS", "Reporter", "Where", "WindowCounter", "evict_oldest", "flow_detail", "packet_detail"]
 
 MAX_KEYS = 65536  # entries per table (targets, sources, address pairs) before the oldest are forgotten
 _RANK = {Action.ALERT: 0, Action.DROP: 1, Action.RESET: 2, Action.DENY: 2}
+
+
+class Where(TypedDict, total=False):
+    """What else places a hit besides its time and frame (see `Reporter.hit`)."""
+
+    direction: Direction | None
+    target: Hashable | None
+    l7: dict[str, Any] | None
+
+
+def _ends(src: bytes, dst: bytes, sport: int, dport: int, proto: int) -> dict[str, object]:
+    return {"src": ip_text(src), "dst": ip_text(dst), "sport": sport, "dport": dport, "proto": proto}
+
+
+def packet_detail(pkt: Packet) -> dict[str, object]:
+    """The addresses, ports and transport of a packet, as cross-flow findings report them."""
+    return _ends(pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.proto)
+
+
+def flow_detail(flow: Flow) -> dict[str, object]:
+    """Both ends of a flow (client first), as findings report them."""
+    return _ends(flow.client_ip, flow.server_ip, flow.client_port, flow.server_port, flow.proto)
 
 
 def evict_oldest(table: dict[Any, Any], limit: int) -> None:
@@ -136,3 +159,19 @@ class Reporter:
             )
         )
         return True
+
+    def packet_hit(
+        self, key: str, message: str, pkt: Packet, *, detail: Mapping[str, Any] | None = None, **where: Unpack[Where]
+    ) -> bool:
+        """`hit` at `pkt`'s time and frame, its addresses and ports first in the detail."""
+        ends = packet_detail(pkt)
+        return self.hit(key, message, ts=pkt.ts, frame=pkt.frame, detail={**ends, **(detail or {})}, **where)
+
+    def flow_hit(
+        self, key: str, message: str, flow: Flow, *, detail: Mapping[str, Any] | None = None, **where: Unpack[Where]
+    ) -> bool:
+        """`hit` at the flow's latest packet, both ends of the flow first in the detail."""
+        ends = flow_detail(flow)
+        return self.hit(
+            key, message, ts=flow.last_ts, frame=flow.last_frame, detail={**ends, **(detail or {})}, **where
+        )

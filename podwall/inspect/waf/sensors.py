@@ -5,7 +5,8 @@ value: REGEX, context: url|header|body|packet}]}]}`. A rule fires when every `re
 matches its context and no `!regex` pattern does (NeuVector ANDs a rule's patterns). Contexts:
 `url` is the request target as sent, `header` the header lines (`Name: value`, one a line),
 `body` the request body, `packet` all of the request (request line, headers, body). Patterns
-are matched caselessly, as NeuVector's sensors are.
+are matched caselessly, as NeuVector's sensors are. The shape and its checks are the ones DLP
+sensors share (inspect/sensor_model.py); faults in a sensors file are located `rules.0.patterns.1`.
 
 All patterns of all sensors compile into one hyperscan database per context, once
 (`SensorSet`); a pattern hyperscan rejects is reported with its sensor, rule and index.
@@ -16,66 +17,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import hyperscan
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from podwall.core.errors import InputError, Location, Problem
+from podwall.inspect.sensor_model import RuleList, SensorBase, SensorPattern, SensorRuleBase, validation_problems
 from podwall.inspect.waf.http_request import HttpRequest
 
 __all__ = ["SensorHit", "SensorSet", "WafPattern", "WafRule", "WafSensor", "load_sensors", "parse_sensors"]
 
-Context = Literal["url", "header", "body", "packet"]
 _FLAGS = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+WafPattern = SensorPattern  # one condition of a rule: a regular expression over one part of the request
 
 
-class WafPattern(BaseModel):
-    """One condition of a rule: a regular expression over one part of the request."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    key: Literal["pattern"] = "pattern"
-    op: Literal["regex", "!regex"] = "regex"
-    value: str = Field(min_length=1, max_length=4096)
-    context: Context = "packet"
+class WafRule(SensorRuleBase):
+    """A named rule: fires when all its `regex` patterns hold and none of its `!regex` patterns does."""
 
 
-class WafRule(BaseModel):
-    """A named rule: fires when all its patterns hold."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=_NAME)
-    patterns: list[WafPattern] = Field(min_length=1, max_length=16)
-
-    @field_validator("patterns")
-    @classmethod
-    def _needs_positive(cls, patterns: list[WafPattern]) -> list[WafPattern]:
-        if all(p.op == "!regex" for p in patterns):
-            raise ValueError("a rule needs at least one `regex` pattern (only `!regex` would match everything)")
-        return patterns
-
-
-class WafSensor(BaseModel):
+class WafSensor(SensorBase):
     """A named set of rules, as NeuVector's WAF sensors are."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=_NAME)
-    comment: str = ""
-    rules: list[WafRule] = Field(min_length=1)
-
-    @field_validator("rules")
-    @classmethod
-    def _unique_rules(cls, rules: list[WafRule]) -> list[WafRule]:
-        names = [r.name for r in rules]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate rule name(s): {', '.join(dupes)}")
-        return rules
+    rules: RuleList[WafRule]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +56,6 @@ class SensorHit:
     @property
     def id(self) -> str:
         return f"waf.sensor.{self.sensor}/{self.rule}"
-
-
-def _located(source: str, sensor: str | None, exc: ValidationError) -> list[Problem]:
-    problems = []
-    for e in exc.errors():
-        path = ".".join(str(p) for p in e["loc"]) or None
-        problems.append(Problem(Location(file=source, obj=f"sensor {sensor}" if sensor else None, path=path), e["msg"]))
-    return problems
 
 
 def parse_sensors(data: Any, source: str = "<sensors>") -> list[WafSensor]:
@@ -116,7 +74,7 @@ def parse_sensors(data: Any, source: str = "<sensors>") -> list[WafSensor]:
         try:
             sensors.append(WafSensor.model_validate(item))
         except ValidationError as exc:
-            problems.extend(_located(source, label, exc))
+            problems.extend(validation_problems(exc, source, "", f"sensor {label}", dotted=True))
     names = [s.name for s in sensors]
     for dupe in sorted({n for n in names if names.count(n) > 1}):
         problems.append(Problem(Location(file=source, obj=f"sensor {dupe}"), "sensor name used more than once"))
@@ -159,7 +117,7 @@ class SensorSet:
             for r_i, rule in enumerate(sensor.rules):
                 for p_i, pat in enumerate(rule.patterns):
                     slot = len(self._slots)
-                    self._slots.append(_Slot(sensor.name, rule.name, pat.context, pat.op == "!regex"))
+                    self._slots.append(_Slot(sensor.name, rule.name, pat.context, pat.negative))
                     expr = pat.value.encode()
                     try:
                         hyperscan.Database().compile(expressions=[expr], flags=_FLAGS)
