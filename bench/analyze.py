@@ -2,7 +2,8 @@
 
 The corpus captures (nDPI's and the gRPC ones) are concatenated into one Ethernet pcap,
 `--repeat` times (see bench/corpus.py). Both tools then read that same file in the same run, each with payload
-inspection on (podwall's DPI; nDPI with 20 dissection packets, as the corpus expectations
+inspection on (podwall's DPI at full depth, as `podwall analyze` runs it; see bench/dpi.py for
+the detect depth; nDPI with 20 dissection packets, as the corpus expectations
 were made), in interleaved rounds so noise on the shared machine hits both alike. Each
 tool's figure is its best round; the ratio is podwall / nfstream. Not a test: it prints.
 
@@ -11,12 +12,20 @@ tool's figure is its best round; the ratio is podwall / nfstream. Not a test: it
 
 from __future__ import annotations
 
-import argparse
-import subprocess
+import os
 import sys
-import tempfile
-import time
-from pathlib import Path
+
+# Run as a script, this file's directory comes first on sys.path, where a sibling bench script
+# (bench/inspect.py) would shadow the standard library: keep the directory (for `corpus`), last.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if sys.path and sys.path[0] == _HERE:
+    sys.path.append(sys.path.pop(0))
+
+import argparse  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

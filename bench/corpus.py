@@ -85,11 +85,15 @@ def concatenate(files: list[Path], repeat: int, out: Path) -> int:
     return count
 
 
-def run_podwall(path: Path, dpi: bool = True) -> tuple[int, int, float]:
-    """(packets in flows, flows, seconds) for podwall's analysis of the file, in process."""
+def run_podwall(path: Path, dpi: bool = True, depth: str = "full") -> tuple[int, int, float]:
+    """(packets in flows, flows, seconds) for podwall's analysis of the file, in process.
+
+    `depth` is the DPI depth: "detect" stops parsing a flow once its application and
+    identifying fields are known (as nDPI does), "full" parses every message.
+    """
     start = time.perf_counter()
     packets = flows = 0
-    for nf in read_flows([path], Resolver(None), on_problem=lambda p: None, dpi=dpi):
+    for nf in read_flows([path], Resolver(None), on_problem=lambda p: None, dpi=dpi, depth=depth):
         flows += 1
         packets += nf.flow.packets_total
     return packets, flows, time.perf_counter() - start

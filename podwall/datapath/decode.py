@@ -220,8 +220,12 @@ class Decoder:
         self.stats["frames"] += 1
         try:
             data = frame.data
-            # The common case first (untagged Ethernet carrying IPv4), without the link dispatch.
-            if frame.linktype == LINKTYPE_ETHERNET and len(data) >= 14 and data[12] == 8 and data[13] == 0:
+            # The common case first: untagged Ethernet carrying IPv4, without the link dispatch.
+            if frame.linktype == LINKTYPE_ETHERNET and len(data) >= 34 and data[12] == 8 and data[13] == 0:
+                vihl, total, _ident, frag, ttl, proto, src, dst = _IPV4.unpack_from(data, 14)
+                if vihl == 0x45 and 20 <= total <= len(data) - 14 and not frag & 0x3FFF:
+                    # No options, not a fragment, all captured: what `_ipv4` would do, without its checks.
+                    return self._transport(frame, None, src, dst, ttl, total, proto, data, 34, 14 + total, 14 + total)
                 return self._ipv4(frame, data, 14, None)
             return self._link(frame)
         except (IndexError, ValueError, struct.error) as exc:

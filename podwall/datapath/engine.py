@@ -13,23 +13,29 @@ from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.datapath.decode import Decoder
 from podwall.datapath.flows import Flow, FlowTable
 from podwall.datapath.io.pcap import Frame
-from podwall.dpi.session import DpiSession
+from podwall.dpi.session import FULL, DpiSession
 
 
 class Engine:
-    """Decodes frames, tracks flows and runs the DPI; returns flows as they end."""
+    """Decodes frames, tracks flows and runs the DPI; returns flows as they end.
+
+    `dpi_depth` is the DPI sessions' depth (`podwall.dpi.session`): `full` (every message
+    of every flow, for L7 policy and inspection) or `detect` (stop once the application and
+    its identifying fields are known, as nDPI does).
+    """
 
     def __init__(
         self,
         limits: Limits = DEFAULT_LIMITS,
         *,
         dpi: bool = True,
+        dpi_depth: str = FULL,
         on_problem: Callable[[Problem], None] | None = None,
         source: str | None = None,
     ) -> None:
         self.limits = limits
         self.decoder = Decoder(limits, on_problem=on_problem, source=source)
-        factory = (lambda ctx: DpiSession(ctx, limits)) if dpi else None
+        factory = (lambda ctx: DpiSession(ctx, limits, depth=dpi_depth)) if dpi else None
         self.table = FlowTable(limits, dpi_factory=factory)
         self.packets = 0
 

@@ -107,12 +107,13 @@ class DpiSessionLike(Protocol):
 DpiFactory = Callable[[DetectContext], DpiSessionLike]
 
 
-def default_dpi_factory(limits: Limits = DEFAULT_LIMITS) -> DpiFactory:
-    """A factory making `DpiSession`s; imported here, not at module load, so flows work without DPI."""
+def default_dpi_factory(limits: Limits = DEFAULT_LIMITS, depth: str = "full") -> DpiFactory:
+    """A factory making `DpiSession`s of `depth` ("full" or "detect", see `podwall.dpi.session`);
+    imported here, not at module load, so flows work without DPI."""
     from podwall.dpi.session import DpiSession
 
     def make(ctx: DetectContext) -> DpiSessionLike:
-        return DpiSession(ctx, limits)
+        return DpiSession(ctx, limits, depth=depth)
 
     return make
 
@@ -364,10 +365,21 @@ class FlowTable:
             k = (pkt.proto, dst, dport, src, sport)
         # The packet's own flow is looked at before the sweep, which would otherwise end it as
         # idle without asking whether this packet continues its stream.
-        inherit = False
-        split: Flow | None = None
         syn = pkt.tcp_flags & _SYN_ACK == TCP_SYN
         flow = self._open.get(k)
+        if flow is not None and not syn and ts - flow.last_ts < self._idle and ts - flow.first_ts < self._active:
+            # Most packets: a live flow goes on (no new connection, no timeout). Same steps as below.
+            self._open.move_to_end(k)
+            if ts >= self._next_sweep:
+                self._sweep(ts, ended)
+                self._next_sweep = ts + SWEEP_INTERVAL
+            d = _C2S if sport == flow.client_port and src == flow.client_ip else _S2C
+            self._account(flow, pkt, d)
+            self.last_flow = flow
+            self.last_direction = d
+            return ended
+        inherit = False
+        split: Flow | None = None
         if flow is not None:
             # A new connection (SYN) is checked before the active timeout so that it never
             # inherits the old connection's roles and application.
@@ -541,19 +553,21 @@ class FlowTable:
         return flow
 
     def _account(self, flow: Flow, pkt: Packet, d: Direction) -> None:
-        flow.packets[d] += 1
-        flow.bytes[d] += pkt.ip_len
+        i = 0 if d is _C2S else 1  # lists index faster with a plain int than with the enum
+        flow.packets[i] += 1
+        flow.bytes[i] += pkt.ip_len
         payload = pkt.payload
         n = len(payload)
         if n:
-            flow.payload_bytes[d] += n
-        if pkt.ts > flow.last_ts:
-            flow.last_ts = pkt.ts
+            flow.payload_bytes[i] += n
+        ts = pkt.ts
+        if ts > flow.last_ts:
+            flow.last_ts = ts
         flow.last_frame = pkt.frame
         proto = flow.proto
         if proto == PROTO_TCP:
             flags = pkt.tcp_flags
-            flow._seq_end[d] = pkt.seq + n
+            flow._seq_end[i] = pkt.seq + n
             if flags & _SYN_FIN_RST or flow._fin_pending:
                 self._tcp_state(flow, pkt, d, flags, n)
             elif n:

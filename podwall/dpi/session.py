@@ -2,18 +2,36 @@
 
 While undecided, a session buffers each direction's first bytes (capped) and asks every
 candidate detector, in registry order, about each new chunk: NO drops the candidate,
-MATCH decides, NEED_MORE waits. Then the chosen parser is created, the buffered chunks are
-replayed to it in arrival order, and live bytes follow. Nothing a flow sends can make the
-session raise: a parser's ProtocolError is recorded in `error` and parsing stops, the
-decision stays. `done` tells the caller that further bytes would be ignored.
+MATCH decides, NEED_MORE waits. Several matches go to the first whose ports hold the
+server port, else to the first. So the first candidate holding the server port is asked
+first (if it matches, nothing else is asked), and after a match only detectors holding
+that port are still asked: no other answer could change the decision. Then the chosen
+parser is created, the buffered chunks are replayed to it in arrival order, and live bytes
+follow. Nothing a flow sends can make the session raise: a parser's ProtocolError is
+recorded in `error` and parsing stops, the decision stays. `done` tells the caller that
+further bytes would be ignored.
 
-Parsing goes on for the whole flow unless the parser says it is `finished` (L7 policy must
-see every request of a keep-alive connection, not the first few): `events` keeps the first
-`MAX_EVENTS` events, and `requests` every distinct client request (up to `MAX_REQUESTS`;
-past that `requests_truncated` is set, and L7 rules fail closed on the flow).
+How far parsing goes is the session's `depth`:
+
+- `full` (the default): parsing goes on for the whole flow unless the parser says it is
+  `finished` (L7 policy must see every request of a keep-alive connection, not the first
+  few): `events` keeps the first `MAX_EVENTS` events, and `requests` every distinct client
+  request (up to `MAX_REQUESTS`; past that `requests_truncated` is set, and L7 rules fail
+  closed on the flow).
+- `detect`: parsing stops once the decision is backed by the identifying fields, as nDPI
+  stops dissecting a classified flow: the first client request (request, query, command or
+  ClientHello, which also carry the server name) and the first server message; or once the
+  parser has been given `Limits.dpi_max_packets` payload chunks (nDPI's dissection budget;
+  the chunks replayed at the decision count); or when the parser is `finished`. A large
+  stream chunk is fed in doubling slices (parsers take any split), so that parsing stops
+  soon after those events. The session is then `done`: the flow table stops reassembling
+  and feeding it, and the rest of the flow costs no DPI. A flow cut short this way has
+  `requests_truncated` set (later requests were not seen), so L7 rules fail closed on it:
+  consumers that judge or inspect requests need `full`.
 
 `on_event`, when given, is called with every event as the parser completes it (inspectors
-see all of a flow's messages, not only the first `MAX_EVENTS`); it must not raise.
+see all of a flow's messages, not only the first `MAX_EVENTS`); it must not raise. A session
+with `on_event` set parses at full depth whatever its `depth` says.
 """
 
 from __future__ import annotations
@@ -22,16 +40,23 @@ from collections.abc import Callable, Sequence
 
 from podwall.core.errors import ProtocolError
 from podwall.core.limits import DEFAULT_LIMITS, Limits
-from podwall.core.types import Direction
+from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi import registry
 from podwall.dpi.base import DetectContext, Detection, Detector, L7Event, Parser
 
-__all__ = ["MAX_EVENTS", "MAX_REQUESTS", "UNKNOWN", "DpiSession"]
+__all__ = ["DEPTHS", "DETECT", "FULL", "MAX_EVENTS", "MAX_REQUESTS", "UNKNOWN", "DpiSession"]
 
 UNKNOWN = "unknown"
 MAX_EVENTS = 32  # events kept per flow for display and forensics
 MAX_REQUESTS = 256  # distinct client requests kept per flow for L7 policy; past it `requests_truncated`
 REQUEST_KINDS = frozenset({"request", "query", "command", "client_hello"})
+DETECT = "detect"  # parse until the identifying fields are known (see the module docstring)
+FULL = "full"  # parse the whole flow
+DEPTHS = (DETECT, FULL)
+_SEEN_REQUEST = 1  # detect depth: a client request was parsed
+_SEEN_SERVER = 2  # detect depth: a server message was parsed
+_SEEN_BOTH = _SEEN_REQUEST | _SEEN_SERVER
+_SLICE = 2048  # detect depth: the first slice of a large stream chunk (later ones double)
 
 
 class DpiSession:
@@ -41,13 +66,18 @@ class DpiSession:
         "_candidates",
         "_chunks",
         "_ctx",
+        "_detect_only",
+        "_fed",
         "_gapped",
+        "_holder",
         "_limits",
         "_parser",
         "_pending",
         "_request_keys",
+        "_seen",
         "_sizes",
         "app",
+        "depth",
         "done",
         "error",
         "event_count",
@@ -64,15 +94,26 @@ class DpiSession:
         limits: Limits = DEFAULT_LIMITS,
         detectors: Sequence[Detector] | None = None,
         on_event: Callable[[L7Event], None] | None = None,
+        depth: str = FULL,
     ) -> None:
+        if depth not in DEPTHS:
+            raise ValueError(f"DPI depth must be one of {', '.join(DEPTHS)}, not {depth!r}")
         self._ctx = ctx
         self._limits = limits
-        pool = registry.detectors(limits) if detectors is None else detectors
-        self._candidates: list[Detector] = [d for d in pool if ctx.proto in d.transports]
+        if detectors is None:
+            self._candidates: Sequence[Detector] = _registry_candidates(limits, ctx.proto)
+            self._holder = _registry_holder(limits, ctx.proto, ctx.server_port)
+        else:
+            self._candidates = [d for d in detectors if ctx.proto in d.transports]
+            self._holder = _first_holder(self._candidates, ctx.server_port)
         self._pending: list[tuple[Direction, bytes]] = []  # chunks seen while undecided, in arrival order
         self._sizes = [0, 0]
         self._chunks = 0
         self._gapped = [False, False]
+        self.depth = depth
+        self._detect_only = depth == DETECT
+        self._seen = 0
+        self._fed = 0  # chunks given to the parser (the replayed ones included)
         self._parser: Parser | None = None
         self.app: str | None = None
         self.server_name: str | None = None
@@ -149,30 +190,48 @@ class DpiSession:
 
     def _detect(self, direction: Direction, view: bytes) -> None:
         ctx = self._ctx
-        keep: list[Detector] = []
-        matched: list[Detector] = []
-        for det in self._candidates:
+        port = ctx.server_port
+        # Ties between matches go to the first whose ports hold the server port, else to the
+        # first match. So the first candidate holding the port is asked first: if it matches,
+        # no other answer could change the decision (on its usual port, a flow is decided by
+        # one detector).
+        holder = self._holder
+        ahead = Detection.NO
+        if holder is not None:
             try:
-                answer = det.detect(direction, view, ctx)
+                ahead = holder.detect(direction, view, ctx)
             except Exception:  # a detector that cannot read these bytes does not match them
-                answer = Detection.NO
+                ahead = Detection.NO
+            if ahead is Detection.MATCH:
+                self._decide(holder)
+                return
+        keep: list[Detector] = []
+        chosen: Detector | None = None
+        for det in self._candidates:
+            if chosen is not None and port not in getattr(det, "ports", ()):
+                continue  # after a match, only a detector holding the port can change the answer
+            if det is holder:
+                answer = ahead
+            else:
+                try:
+                    answer = det.detect(direction, view, ctx)
+                except Exception:
+                    answer = Detection.NO
             if answer is Detection.MATCH:
-                matched.append(det)
-            elif answer is Detection.NEED_MORE:
+                if chosen is not None or port in getattr(det, "ports", ()):
+                    chosen = det  # the first match that holds the port wins any tie
+                    break
+                chosen = det
+            elif answer is Detection.NEED_MORE and chosen is None:
                 keep.append(det)
-        if matched:
-            self._decide(self._tie_break(matched))
+        if chosen is not None:
+            self._decide(chosen)
         elif keep:
             self._candidates = keep
+            if holder is not None and holder not in keep:
+                self._holder = _first_holder(keep, port)
         else:
             self._give_up()
-
-    def _tie_break(self, matched: list[Detector]) -> Detector:
-        if len(matched) > 1:
-            for det in matched:
-                if self._ctx.server_port in getattr(det, "ports", ()):
-                    return det
-        return matched[0]
 
     def _give_up(self) -> None:
         self.app = UNKNOWN
@@ -198,6 +257,20 @@ class DpiSession:
     # -- parsing -------------------------------------------------------------------------
 
     def _feed(self, direction: Direction, data: bytes) -> None:
+        self._fed += 1
+        if self._detect_only and len(data) > _SLICE and self._ctx.proto == PROTO_TCP and self.on_event is None:
+            # Detect depth on a large stream chunk: feed it in doubling slices (parsers take
+            # any split) so that parsing stops soon after the identifying events, not at the
+            # chunk's end (a 64 KB loopback segment of a reply that names nothing more).
+            start, size, end = 0, _SLICE, len(data)
+            while start < end and self._parser is not None:
+                self._feed_piece(direction, data[start : start + size])
+                start += size
+                size += size
+            return
+        self._feed_piece(direction, data)
+
+    def _feed_piece(self, direction: Direction, data: bytes) -> None:
         parser = self._parser
         assert parser is not None
         try:
@@ -215,6 +288,23 @@ class DpiSession:
         if getattr(parser, "finished", False):
             self._parser = None
             self.done = True
+        elif self._detect_only and self.on_event is None:
+            self._detect_depth(events)
+
+    def _detect_depth(self, events: list[L7Event]) -> None:
+        """Detect depth: stop once the first client request and a server message are parsed,
+        or once the parser was given `Limits.dpi_max_packets` chunks (the dissection budget)."""
+        seen = self._seen
+        for event in events:
+            if event.direction is Direction.S2C:
+                seen |= _SEEN_SERVER
+            elif event.kind in REQUEST_KINDS:
+                seen |= _SEEN_REQUEST
+        self._seen = seen
+        if seen == _SEEN_BOTH or self._fed >= self._limits.dpi_max_packets:
+            self._parser = None
+            self.done = True
+            self.requests_truncated = True  # whatever follows was not seen: L7 rules fail closed
 
     def _record(self, events: list[L7Event]) -> None:
         if not events:
@@ -232,16 +322,68 @@ class DpiSession:
 
     def _request(self, event: L7Event) -> None:
         """Keep one event per distinct request (bodies aside): repeats add nothing for policy."""
-        key = repr((event.app, event.kind, sorted((k, v) for k, v in event.fields.items() if k != "body")))
-        if key in self._request_keys:
+        requests = self.requests
+        if not requests:
+            requests.append(event)  # its key is only needed once a second request comes
             return
-        if len(self.requests) >= MAX_REQUESTS:
+        keys = self._request_keys
+        if not keys:
+            keys.add(_request_key(requests[0]))
+        key = _request_key(event)
+        if key in keys:
+            return
+        if len(requests) >= MAX_REQUESTS:
             self.requests_truncated = True
             return
-        self._request_keys.add(key)
-        self.requests.append(event)
+        keys.add(key)
+        requests.append(event)
 
     def _fail(self, message: str) -> None:
         self.error = message
         self._parser = None
         self.done = True
+
+
+def _first_holder(candidates: Sequence[Detector], port: int) -> Detector | None:
+    """The first detector whose `ports` hold `port` (it wins any tie it is part of), if any."""
+    for det in candidates:
+        if port in getattr(det, "ports", ()):
+            return det
+    return None
+
+
+# The registry's detectors per transport, and the first one holding each server port, for the
+# last `Limits` asked about: every flow of a run uses the same limits, so these are worked out
+# once per transport and port, not once per flow.
+_registry_memo: tuple[Limits, dict[int, tuple[Detector, ...]], dict[tuple[int, int], Detector | None]] | None = None
+
+
+def _registry_memos(
+    limits: Limits,
+) -> tuple[Limits, dict[int, tuple[Detector, ...]], dict[tuple[int, int], Detector | None]]:
+    global _registry_memo
+    memo = _registry_memo
+    if memo is None or memo[0] is not limits:
+        memo = _registry_memo = (limits, {}, {})
+    return memo
+
+
+def _registry_candidates(limits: Limits, proto: int) -> tuple[Detector, ...]:
+    pools = _registry_memos(limits)[1]
+    found = pools.get(proto)
+    if found is None:
+        found = pools[proto] = tuple(d for d in registry.detectors(limits) if proto in d.transports)
+    return found
+
+
+def _registry_holder(limits: Limits, proto: int, port: int) -> Detector | None:
+    holders = _registry_memos(limits)[2]
+    key = (proto, port)
+    if key in holders:
+        return holders[key]
+    found = holders[key] = _first_holder(_registry_candidates(limits, proto), port)
+    return found
+
+
+def _request_key(event: L7Event) -> str:
+    return repr((event.app, event.kind, sorted((k, v) for k, v in event.fields.items() if k != "body")))

@@ -138,9 +138,12 @@ class CaptureReader:
         try:
             data = self._file.read(n)
         except (OSError, ValueError) as exc:
-            raise CaptureError(f"{self._name}: read failed at offset {self._offset}: {exc}") from exc
+            raise self._read_failed(self._offset, exc) from exc
         self._offset += len(data)
         return data
+
+    def _read_failed(self, offset: int, exc: Exception) -> CaptureError:
+        return CaptureError(f"{self._name}: read failed at offset {offset}: {exc}")
 
     def _problem(self, offset: int, number: int, message: str) -> None:
         problem = Problem(Location(file=self._name, obj=f"frame {number}", offset=offset), message)
@@ -182,29 +185,42 @@ class CaptureReader:
 
     def _pcap_records(self, order: str, divisor: float, linktype: int, extended: bool) -> Iterator[Frame]:
         head_len = 24 if extended else 16
-        head = struct.Struct(order + "IIII")
-        read = self._read
+        unpack = struct.Struct(order + "IIII").unpack_from
+        # This runs once per frame: the file is read directly, not through `_read` (the
+        # try blocks cost nothing until an I/O failure, which becomes CaptureError as there).
+        read = self._file.read
         number = 0
+        start = self._offset
         while True:
-            start = self._offset
-            raw = read(head_len)
+            try:
+                raw = read(head_len)
+            except (OSError, ValueError) as exc:
+                raise self._read_failed(start, exc) from exc
             if len(raw) < head_len:
+                self._offset = start + len(raw)
                 if raw:
                     self._problem(start, number + 1, f"truncated record header ({len(raw)} of {head_len} bytes)")
                 return
             number += 1
-            sec, frac, caplen, orig_len = head.unpack_from(raw)
+            sec, frac, caplen, orig_len = unpack(raw)
             if caplen > MAX_CAPLEN:
+                self._offset = start + head_len
                 self._problem(
                     start,
                     number,
                     f"captured length {caplen} exceeds the {MAX_CAPLEN}-byte sanity bound; file is corrupt",
                 )
                 return
-            data = read(caplen)
+            try:
+                data = read(caplen)
+            except (OSError, ValueError) as exc:
+                raise self._read_failed(start + head_len, exc) from exc
             if len(data) < caplen:
+                self._offset = start + head_len + len(data)
                 self._problem(start, number, f"truncated record: header says {caplen} bytes, only {len(data)} left")
                 return
+            start += head_len + caplen
+            self._offset = start
             yield Frame(number, sec + frac / divisor, linktype, data, orig_len)
 
     # -- pcapng ---------------------------------------------------------------------------

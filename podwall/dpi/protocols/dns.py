@@ -52,6 +52,8 @@ _HEADER = struct.Struct("!6H")
 _QUESTION = struct.Struct("!HH")
 _RECORD = struct.Struct("!HHIH")
 _PLAIN_LABEL = re.compile(rb"[\x21\x23-\x2d\x2f-\x5b\x5d-\x7e]+")  # printable, no . \ " space
+_PLAIN_NAME = re.compile(rb"[\x21\x23-\x5b\x5d-\x7e]+")  # plain labels joined by dots
+_MAX_JUMPS = 8  # compression pointers the fast path follows before leaving a name to the careful one
 
 
 def type_name(code: int) -> str:
@@ -85,6 +87,48 @@ def read_name(msg: bytes, pos: int, end: int, strict: bool = False) -> tuple[str
     Pointers may lead anywhere in `msg`; a pointer seen twice is a loop. With `strict`,
     labels holding control bytes are refused (the detector's view of "looks like DNS").
     """
+    # Fast path for the usual name (printable labels, a few pointers, well-formed): the
+    # labels are joined as bytes and converted once. Anything else, valid or not, is read
+    # again by `_read_name`, which gives every answer and every error.
+    parts: list[bytes] = []
+    p = pos
+    limit = end
+    after = -1
+    jumps = 0
+    while True:
+        if p >= limit:
+            return _read_name(msg, pos, end, strict)
+        length = msg[p]
+        if length == 0:
+            p += 1
+            break
+        if length >= 0xC0:
+            if p + 1 >= limit or jumps >= _MAX_JUMPS:
+                return _read_name(msg, pos, end, strict)
+            if after < 0:
+                after = p + 2
+            limit = len(msg)
+            p = ((length & 0x3F) << 8) | msg[p + 1]
+            jumps += 1
+            continue
+        if length & 0xC0:
+            return _read_name(msg, pos, end, strict)
+        start = p + 1
+        p = start + length
+        if p > limit:
+            return _read_name(msg, pos, end, strict)
+        parts.append(msg[start:p])
+    if not parts:
+        return ".", (p if after < 0 else after)
+    raw = b".".join(parts)
+    # The wire form is the labels' bytes plus one length octet each plus the root's: len(raw) + 2.
+    if len(raw) + 2 > MAX_NAME_WIRE or not _PLAIN_NAME.fullmatch(raw) or raw.count(b".") != len(parts) - 1:
+        return _read_name(msg, pos, end, strict)
+    return raw.decode("ascii").lower(), (p if after < 0 else after)
+
+
+def _read_name(msg: bytes, pos: int, end: int, strict: bool) -> tuple[str, int]:
+    """`read_name` for every name, escapes and errors included."""
     labels: list[str] = []
     wire = 1  # the root label's length octet
     after = -1
@@ -149,6 +193,8 @@ def _rdata_text(msg: bytes, rtype: int, start: int, end: int) -> str:
     if rtype == 1 or rtype == 28:
         if size != (4 if rtype == 1 else 16):
             raise ProtocolError(f"DNS {type_name(rtype)} record: rdata of {size} bytes")
+        if rtype == 1:  # the dotted quad directly: this runs for every A record of every answer
+            return f"{msg[start]}.{msg[start + 1]}.{msg[start + 2]}.{msg[start + 3]}"
         return ip_text(msg[start:end])
     if rtype in _NAME_TYPES or rtype == 15 or rtype == 33:
         r = Reader(msg, start, end, f"DNS {type_name(rtype)} rdata")
@@ -259,17 +305,26 @@ def _header_sane(msg: bytes, mdns: bool) -> bool:
     return qdcount <= (MAX_QUESTIONS_MDNS if mdns else MAX_QUESTIONS)
 
 
+# The last message `looks_like_dns` accepted and its fields: the session replays that same
+# bytes object (immutable, kept alive here, so identity is equality) to the parser of the flow
+# it has just named DNS, which takes the fields instead of parsing the message again.
+_accepted: tuple[bytes, dict[str, Any]] | None = None
+
+
 def looks_like_dns(msg: bytes, ctx: DetectContext) -> bool:
     """True when `msg` is one well-formed DNS message as a resolver would send it."""
+    global _accepted
     if len(msg) < 12:
         return False
     mdns = ctx.server_port in MDNS_PORTS or ctx.client_port in MDNS_PORTS
     if not _header_sane(msg, mdns):
         return False
     try:
-        parse_message(msg, strict=True)
+        fields = parse_message(msg, strict=True)
     except ProtocolError:
         return False
+    if type(msg) is bytes:
+        _accepted = (msg, fields)
     return True
 
 
@@ -290,7 +345,13 @@ class DnsParser:
         return self._query_name or self._answer_name
 
     def _event(self, direction: Direction, msg: bytes) -> L7Event:
-        fields = parse_message(msg)
+        global _accepted
+        accepted = _accepted
+        if accepted is not None and accepted[0] is msg:
+            _accepted = None  # its fields go to this one event
+            fields = accepted[1]
+        else:
+            fields = parse_message(msg)
         qname = fields["qname"]
         if qname is not None and qname != ".":  # a query for the root (e.g. NSID, priming) names no server
             if not fields["qr"]:

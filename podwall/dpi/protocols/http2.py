@@ -48,6 +48,7 @@ from podwall.dpi.protocols.http2_frames import (
     WINDOW_UPDATE,
     control_frame_ok,
     decode_block,
+    decode_first_block,
     first_header,
     frame_error,
     header_fragment,
@@ -133,6 +134,7 @@ class _Side:
         "decoder",
         "direction",
         "expect_settings",
+        "fresh",
         "in_data",
         "pad_left",
         "scan",
@@ -145,6 +147,7 @@ class _Side:
         what = "HTTP/2 client bytes" if direction == Direction.C2S else "HTTP/2 server bytes"
         self.stream = StreamBuffer(limits.parser_buffer, what)
         self.decoder = new_decoder(limits)
+        self.fresh = True  # the decoder has read no header block yet
         self.state = _START
         self.expect_settings = True  # each side's first frame is its SETTINGS (the preface)
         self.block: bytearray | None = None  # a header block waiting for CONTINUATION frames
@@ -474,7 +477,11 @@ class Http2Parser:
 
     def _header_block(self, side: _Side, block: bytes, out: list[L7Event]) -> None:
         sid = side.block_sid
-        headers = decode_block(side.decoder, block, f"on stream {sid}")
+        if side.fresh:
+            side.fresh = False
+            side.decoder, headers = decode_first_block(side.decoder, block, f"on stream {sid}")
+        else:
+            headers = decode_block(side.decoder, block, f"on stream {sid}")
         if side.block_type == PUSH_PROMISE:
             return  # decoded only to keep the server's HPACK table in step
         if side.direction == Direction.C2S:

@@ -13,6 +13,7 @@ always disagree, so they never tie.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from podwall.core.errors import ProtocolError
@@ -43,6 +44,7 @@ from podwall.dpi.protocols.http2_frames import (
     http1_headers,
     is_grpc,
     new_decoder,
+    remember_first_block,
     settings_start,
     upgrades_to_h2c,
 )
@@ -50,6 +52,11 @@ from podwall.dpi.protocols.http2_frames import (
 __all__ = ["GrpcDetector", "Http2Detector", "classify_client", "detect_server"]
 
 _DETECT_HEAD = 8192  # an upgrade request head longer than this is not taken as h2c by the detector
+# An h2c upgrade needs an HTTP2-Settings header: without one, the head's lines need no parsing.
+_SETTINGS_HEADER = re.compile(rb"(?i)http2-settings:")
+# The last bytes both detectors read and what they said: the session asks them one after the
+# other about the same bytes object (immutable, and kept alive here, so identity is equality).
+_last: tuple[bytes, Limits, Detection | str] | None = None
 
 
 def _name_for(content_type: str | None) -> str:
@@ -119,10 +126,12 @@ def _classify_frames(data: bytes, pos: int, limits: Limits) -> Detection | str:
 
 
 def _classify_request(block: bytes, limits: Limits) -> Detection | str:
+    decoder = new_decoder(limits)
     try:
-        headers = decode_block(new_decoder(limits), block, "of the first request")
+        headers = decode_block(decoder, block, "of the first request")
     except ProtocolError:
         return Detection.NO
+    remember_first_block(block, decoder, headers)
     if first_header(headers, ":method") is None:
         return Detection.NO
     return _name_for(first_header(headers, "content-type"))
@@ -144,6 +153,8 @@ def _classify_upgrade(data: bytes) -> Detection | str:
     end = HEAD_END.search(data, nl - 1, _DETECT_HEAD)
     if end is None:
         return Detection.NO if len(data) >= _DETECT_HEAD else Detection.NEED_MORE
+    if _SETTINGS_HEADER.search(data, nl + 1, end.start()) is None:
+        return Detection.NO
     headers = http1_headers(data[nl + 1 : end.start()])
     if headers is None or not upgrades_to_h2c(headers):
         return Detection.NO
@@ -168,7 +179,14 @@ class _H2DetectorBase:
         if direction != Direction.C2S:
             # The server's SETTINGS may come first; only the client's request decides.
             return detect_server(data)
-        answer = classify_client(data, self._limits)
+        global _last
+        last = _last
+        if last is not None and last[0] is data and last[1] is self._limits:
+            answer = last[2]
+        else:
+            answer = classify_client(data, self._limits)
+            if type(data) is bytes:
+                _last = (data, self._limits, answer)
         if isinstance(answer, Detection):
             return answer
         return Detection.MATCH if answer == self.name else Detection.NO

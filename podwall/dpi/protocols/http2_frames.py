@@ -47,6 +47,7 @@ __all__ = [
     "WINDOW_UPDATE",
     "control_frame_ok",
     "decode_block",
+    "decode_first_block",
     "first_header",
     "frame_error",
     "header_fragment",
@@ -54,6 +55,7 @@ __all__ = [
     "is_grpc",
     "kept_headers",
     "new_decoder",
+    "remember_first_block",
     "settings_start",
     "split_grpc_path",
     "upgrades_to_h2c",
@@ -116,6 +118,33 @@ def new_decoder(limits: Limits) -> Decoder:
     return decoder
 
 
+# The last first header block the h2c detector decoded with a fresh decoder, with that decoder
+# afterwards and the headers: the parser of the flow it has just named reads the same block
+# with its own fresh decoder next, and takes these instead (once), so the block is decoded once.
+_first_block: tuple[bytes, Decoder, list[tuple[str, str]]] | None = None
+
+
+def remember_first_block(block: bytes, decoder: Decoder, headers: list[tuple[str, str]]) -> None:
+    """Keep a fresh decoder's reading of `block` for `decode_first_block`."""
+    global _first_block
+    _first_block = (bytes(block), decoder, headers)
+
+
+def decode_first_block(decoder: Decoder, block: bytes, where: str) -> tuple[Decoder, list[tuple[str, str]]]:
+    """`decode_block` for a fresh `decoder`'s first block: (the decoder to go on with, the headers)."""
+    global _first_block
+    memo = _first_block
+    if (
+        memo is not None
+        and memo[0] == block
+        and memo[1].max_header_list_size == decoder.max_header_list_size
+        and memo[1].max_allowed_table_size == decoder.max_allowed_table_size
+    ):
+        _first_block = None  # a decoder has one owner
+        return memo[1], memo[2]
+    return decoder, decode_block(decoder, block, where)
+
+
 def decode_block(decoder: Decoder, block: bytes, where: str) -> list[tuple[str, str]]:
     """One complete header block as (name, value) text pairs; any HPACK failure is a ProtocolError."""
     try:
@@ -153,6 +182,8 @@ def first_header(headers: list[tuple[str, str]], name: str) -> str | None:
 
 def settings_start(head: bytes) -> bool:
     """Whether up to 9 bytes can begin a non-ACK SETTINGS frame on stream 0 of at most 16384 bytes."""
+    if head[:1] not in (b"", b"\x00"):
+        return False  # most flows: their first byte already rules it out
     for i, b in enumerate(head[:9]):
         if (i == 0 and b) or (i == 3 and b != SETTINGS) or (i == 4 and b & ACK) or (i >= 5 and b):
             return False

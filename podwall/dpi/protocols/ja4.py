@@ -22,6 +22,7 @@ def is_grease(value: int) -> bool:
     return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
 
 
+_GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))  # what `is_grease` says yes to
 _EXT_SNI = 0x0000
 _EXT_ALPN = 0x0010
 _EMPTY_HASH = "000000000000"
@@ -85,27 +86,40 @@ def _hash12(text: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
 
 
-def _parts(fields: Mapping[str, Any], transport: str) -> tuple[str, list[str], list[str], list[str]]:
-    ciphers = [c for c in fields.get("ciphers") or () if not is_grease(c)]
-    extensions = [e for e in fields.get("extensions") or () if not is_grease(e)]
-    sigalgs = [s for s in fields.get("signature_algorithms") or () if not is_grease(s)]
+def _hex_list(values: list[int], sort: bool) -> str:
+    """`values` as comma-separated hex of at least 4 digits, sorted as text when `sort`."""
+    if not values:
+        return ""
+    if sort:
+        if max(values) > 0xFFFF:  # SSLv2 cipher specs: longer texts sort differently than numbers
+            return ",".join(sorted([f"{v:04x}" for v in values]))
+        values = sorted(values)  # 4 digits each: text order is number order
+    # One %-format for the whole list: a ClientHello lists a hundred or more values.
+    return ("%04x," * len(values) % tuple(values))[:-1]
+
+
+def _parts(fields: Mapping[str, Any], transport: str) -> tuple[str, str, str, str]:
+    # Set lookups rather than `is_grease` calls: a ClientHello lists a hundred or more values.
+    ciphers = [c for c in fields.get("ciphers") or () if c not in _GREASE]
+    extensions = [e for e in fields.get("extensions") or () if e not in _GREASE]
+    sigalgs = [s for s in fields.get("signature_algorithms") or () if s not in _GREASE]
     prefix = (
         f"{transport}{_version(fields)}{'d' if _EXT_SNI in extensions else 'i'}"
         f"{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}{_alpn_code(fields.get('alpn'))}"
     )
     return (
         prefix,
-        sorted(f"{c:04x}" for c in ciphers),
-        sorted(f"{e:04x}" for e in extensions if e not in (_EXT_SNI, _EXT_ALPN)),
-        [f"{s:04x}" for s in sigalgs],
+        _hex_list(ciphers, True),
+        _hex_list([e for e in extensions if e != _EXT_SNI and e != _EXT_ALPN], True),
+        _hex_list(sigalgs, False),
     )
 
 
 def ja4_raw(client_hello_fields: Mapping[str, Any], transport: str = "t") -> str:
     """The unhashed form (JA4_r): prefix, sorted ciphers, sorted extensions, signature algorithms."""
     prefix, ciphers, extensions, sigalgs = _parts(client_hello_fields, transport)
-    raw = f"{prefix}_{','.join(ciphers)}_{','.join(extensions)}"
-    return f"{raw}_{','.join(sigalgs)}" if sigalgs else raw
+    raw = f"{prefix}_{ciphers}_{extensions}"
+    return f"{raw}_{sigalgs}" if sigalgs else raw
 
 
 def ja4(client_hello_fields: Mapping[str, Any], transport: str = "t") -> str:
@@ -115,10 +129,6 @@ def ja4(client_hello_fields: Mapping[str, Any], transport: str = "t") -> str:
     3-byte cipher specs, which are written with as many hex digits as they need.
     """
     prefix, ciphers, extensions, sigalgs = _parts(client_hello_fields, transport)
-    cipher_hash = _hash12(",".join(ciphers)) if ciphers else _EMPTY_HASH
-    if extensions:
-        ext_text = ",".join(extensions) + (f"_{','.join(sigalgs)}" if sigalgs else "")
-        ext_hash = _hash12(ext_text)
-    else:
-        ext_hash = _EMPTY_HASH
+    cipher_hash = _hash12(ciphers) if ciphers else _EMPTY_HASH
+    ext_hash = _hash12(f"{extensions}_{sigalgs}" if sigalgs else extensions) if extensions else _EMPTY_HASH
     return f"{prefix}_{cipher_hash}_{ext_hash}"

@@ -14,6 +14,7 @@ parser finds which direction sends the requests the same way.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -63,7 +64,7 @@ APIS: dict[int, tuple[str, int, int | None]] = {
 }  # fmt: skip
 API_NAMES = {key: name for key, (name, _, _) in APIS.items()}
 VERSION_SLACK = 4  # versions newer than we know of, still plausible from a newer client
-_PRINTABLE = frozenset(range(0x20, 0x7F))
+_PRINTABLE_TEXT = re.compile(rb"[\x20-\x7e]*")
 
 
 class _Cut(Exception):
@@ -237,7 +238,7 @@ def parse_request_header(data: bytes | bytearray, pos: int, end: int) -> tuple[i
     client_id: str | None = None
     if n == -1:
         pass
-    elif 1 <= n <= MAX_CLIENT_ID and body + n <= end and all(c in _PRINTABLE for c in data[body : body + n]):
+    elif 1 <= n <= MAX_CLIENT_ID and body + n <= end and _PRINTABLE_TEXT.fullmatch(data, body, body + n):
         client_id = bytes(data[body : body + n]).decode("ascii")
         body += n
     else:

@@ -47,6 +47,8 @@ _INT = re.compile(rb"-?[0-9]{1,20}")
 _META_FLAG = re.compile(rb"[A-Za-z][\x21-\x7e]*")
 _FIRST_WORD = re.compile(rb"[^ \r\n]*")
 _HTTP_TAIL = re.compile(rb".* HTTP/\d\.\d")
+_CONTROL = re.compile(rb"[\x00-\x1f]")
+_CONTROL_BUT_CR = re.compile(rb"[\x00-\x0c\x0e-\x1f]")
 
 RESPONSE_WORDS = frozenset(
     {b"VALUE", b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED", b"END", b"STAT",
@@ -369,13 +371,13 @@ def _detect_text_command(data: bytes) -> Detection:
         verb = data.split(b" ", 1)[0].rstrip(b"\r")
         if (b" " in data and verb not in VERBS) or (b" " not in data and verb not in _VERB_PREFIXES):
             return Detection.NO
-        if any(c < 0x20 and c != 13 for c in data) or b"\r" in data[:-1]:
+        if _CONTROL_BUT_CR.search(data) or b"\r" in data[:-1]:
             return Detection.NO
         return Detection.NEED_MORE
     if nl == 0 or data[nl - 1] != 13:
         return Detection.NO  # clients end lines with CRLF; a bare LF is tolerated only after detection
     line = data[: nl - 1]
-    if any(c < 0x20 for c in line):
+    if _CONTROL.search(line):
         return Detection.NO
     return Detection.MATCH if parse_command_line(line) is not None else Detection.NO
 

@@ -53,6 +53,7 @@ COMMAND_NAMES = {
 }  # fmt: skip
 _STATEMENT_COMMANDS = frozenset({0x17, 0x18, 0x19, 0x1A, 0x1C, 0xFA})  # first argument: statement id
 _VERSION = re.compile(rb"[0-9][\x20-\x7e]{0,79}")
+_PRINTABLE_TEXT = re.compile(rb"[\x20-\x7e]*")
 _MARIADB_PREFIX = "5.5.5-"  # MariaDB's replication-compatibility prefix before its real version
 
 
@@ -98,7 +99,7 @@ def _greeting_answer(data: bytes) -> Detection:
         if n >= 7 and not 1000 <= int.from_bytes(data[5:7], "little") <= 2999:
             return Detection.NO
         message = data[7 : 4 + length]
-        if message and not all(32 <= b < 127 for b in message):
+        if message and not _PRINTABLE_TEXT.fullmatch(message):
             return Detection.NO
         return Detection.MATCH if n >= 4 + length else Detection.NEED_MORE
     if data[4] != 10:

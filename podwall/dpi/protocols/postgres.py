@@ -11,6 +11,7 @@ framed and skipped. Messages of any size stream through: only their first bytes 
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from podwall.core.errors import ProtocolError
@@ -22,6 +23,7 @@ from podwall.dpi.wire import PiecewiseMessages, Reader
 __all__ = ["PostgresDetector", "PostgresParser"]
 
 APP = "postgresql"
+_CONTROL_BUT_NUL = re.compile(rb"[\x01-\x1f]")
 SQL_CAPTURE = 4096  # characters of SQL text kept in an event
 TEXT_CAPTURE = 256  # characters of other strings kept in an event
 MAX_PARAMETERS = 32  # startup and server parameters kept
@@ -113,7 +115,7 @@ class PostgresDetector:
         if code >> 16 != PROTOCOL_MAJOR or length < 10:
             return Detection.NO
         body = data[8:length]
-        if any(b < 0x20 and b != 0 for b in body):
+        if _CONTROL_BUT_NUL.search(body):
             return Detection.NO
         if n < length:
             return Detection.NEED_MORE

@@ -5,13 +5,15 @@ Clients send arrays of bulk strings (`*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n`)
 bytes are consumed element by element, large bulk strings stream through (only their first
 `CAPTURE` bytes are kept), and nesting depth and element counts are bounded. A client that
 sends anything but a flat array of bulk strings, or a reply that breaks the grammar, is a
-ProtocolError. Detection needs a client command whose name Redis knows; replies alone only
-keep the candidate alive.
+ProtocolError. An aggregate reply is reported as soon as its header is read (its type and
+element count are all its event says); its elements are then checked and skipped. Detection
+needs a client command whose name Redis knows; replies alone only keep the candidate alive.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from podwall.core.errors import ProtocolError
@@ -83,6 +85,7 @@ _MEMCACHED_VERBS = frozenset({"GET", "SET", "APPEND", "INCR", "DECR", "TOUCH", "
 _INT = re.compile(rb"[-+]?[0-9]{1,20}")
 _DOUBLE = re.compile(rb"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?inf|nan")
 _INLINE_HTTP = re.compile(rb".*[ \t]HTTP/\d\.\d[ \t]*\r?")
+_INLINE_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x0c\x0e-\x1f]")  # control bytes but tab and CR
 
 _TYPE_NAMES = {
     43: "simple_string", 45: "error", 58: "integer", 36: "bulk_string", 42: "array", 37: "map",
@@ -91,6 +94,20 @@ _TYPE_NAMES = {
 }  # fmt: skip
 _AGGREGATES = frozenset(b"*%~>|")
 _BLOBS = frozenset(b"$=!")
+
+
+# One plain element inside an aggregate: a bulk string header (group 1: its length), an array
+# header (group 2: its count), a simple string or an integer. Compiled once per line cap.
+_PLAIN = rb"\$([0-9]{1,18})\r\n|\*([0-9]{1,18})\r\n|\+[^\r\n]{0,%d}\r\n|:[-+]?[0-9]{1,20}\r\n"
+_plain_matchers: dict[int, Callable[[bytearray, int], re.Match[bytes] | None]] = {}
+
+
+def _plain_matcher(cap: int) -> Callable[[bytearray, int], re.Match[bytes] | None]:
+    matcher = _plain_matchers.get(cap)
+    if matcher is None:
+        # A simple string's line (type byte, text, CR) is at most `cap` bytes, as on the general path.
+        matcher = _plain_matchers[cap] = re.compile(_PLAIN % max(cap - 2, 0)).match
+    return matcher
 
 
 def _text(raw: bytes | bytearray) -> str:
@@ -150,7 +167,7 @@ class _Frame:
 class _Replies:
     """Incremental reader of RESP3 values from the server."""
 
-    __slots__ = ("blob_left", "blob_type", "captured", "stack", "stream", "top_count", "top_size", "top_type")
+    __slots__ = ("blob_left", "blob_type", "captured", "stack", "stream", "top_size")
 
     def __init__(self, cap: int) -> None:
         self.stream = StreamBuffer(cap, "Redis reply line")
@@ -158,8 +175,6 @@ class _Replies:
         self.blob_left = -1  # bytes (with CRLF) of a bulk/verbatim/blob error still to come
         self.blob_type = 0
         self.captured = bytearray()
-        self.top_type = 0
-        self.top_count = 0
         self.top_size = 0
 
     def run(self, out: list[L7Event]) -> None:
@@ -189,53 +204,61 @@ class _Replies:
         """Fast path: consume the complete, plain elements inside an aggregate in one tight loop.
 
         Nested values are only counted, never reported, and big replies (COMMAND's is ~10,000
-        elements) are mostly flat bulk strings, integers and arrays, so this loop skips them
-        with local variables only. Anything else, anything incomplete and anything malformed
-        is left to the general path (`_item`), which reports errors and handles partial data.
+        elements) are mostly flat bulk strings, integers, simple strings and arrays: one regex
+        match per element checks its grammar, and the innermost count lives in a local.
+        Anything else, anything incomplete and anything malformed is left to the general path
+        (`_item`), which reports errors and handles partial data.
         """
+        stack = self.stack
+        frame = stack[-1]
+        if frame.attribute:
+            return
         stream = self.stream
         buf = stream.buf
         pos = stream.pos
         end = len(buf)
-        stack = self.stack
-        limit = stream.cap + 1
-        while stack and not stack[-1].attribute:
-            nl = buf.find(b"\n", pos, pos + limit)
-            if nl <= pos or buf[nl - 1] != 13:
+        match = _plain_matcher(stream.cap)
+        left = frame.remaining
+        depth = len(stack)
+        while True:
+            m = match(buf, pos)
+            if m is None:
                 break
-            kind = buf[pos]
-            if kind == 36 or kind == 42:  # bulk string or array: a length or count follows
-                digits = buf[pos + 1 : nl - 1]
-                if not digits.isdigit() or len(digits) > 18:
+            which = m.lastindex
+            if which is None:  # simple string or integer
+                pos = m.end()
+            elif which == 1:  # bulk string: its bytes and CRLF must be buffered
+                after = m.end() + int(m[1])
+                if after + 2 > end or buf[after] != 13 or buf[after + 1] != 10:
                     break
-                size = int(digits)
-                if kind == 36:
-                    after = nl + 1 + size
-                    if after + 2 > end or buf[after] != 13 or buf[after + 1] != 10:
-                        break
-                    pos = after + 2
-                elif size > MAX_ELEMENTS or len(stack) >= MAX_DEPTH:
+                pos = after + 2
+            else:  # array
+                size = int(m[2])
+                if size > MAX_ELEMENTS or depth >= MAX_DEPTH:
                     break
-                elif size:
-                    pos = nl + 1
-                    stack.append(_Frame(size, False))
+                pos = m.end()
+                if size:
+                    frame.remaining = left
+                    frame = _Frame(size, False)
+                    stack.append(frame)
+                    left = size
+                    depth += 1
                     continue
-                else:
-                    pos = nl + 1
-            elif kind == 43 or kind == 58:  # simple string or integer
-                if kind == 58 and not _INT.fullmatch(buf, pos + 1, nl - 1):
-                    break
-                pos = nl + 1
-            else:
-                break
-            stack[-1].remaining -= 1
-            while stack[-1].remaining == 0:
+            left -= 1
+            while not left:
                 stack.pop()
-                if not stack:
+                if not stack:  # the reply was reported at its header
                     stream.pos = pos
-                    self._reply(self.top_type, self.top_count, out)
                     return
-                stack[-1].remaining -= 1
+                frame = stack[-1]
+                if frame.attribute:
+                    # The completed element counts against an attribute: the general rules apply.
+                    stream.pos = pos
+                    self._countdown(out)
+                    return
+                left = frame.remaining - 1
+                depth -= 1
+        frame.remaining = left
         stream.pos = pos
 
     def _item(self, kind: int, line: bytes, out: list[L7Event]) -> None:
@@ -258,15 +281,16 @@ class _Replies:
                 return
             if not 0 <= count <= MAX_ELEMENTS:
                 raise ProtocolError(f"RESP: bad {_TYPE_NAMES[kind]} count {count}")
-            if not self.stack:
-                self.top_type = kind
-                self.top_count = count
             elements = count * 2 if kind in (37, 124) else count
             if elements == 0:
                 self._value(kind, count, out)
                 return
             if len(self.stack) >= MAX_DEPTH:
                 raise ProtocolError(f"RESP: nesting deeper than {MAX_DEPTH}")
+            if not self.stack:
+                # Type and element count are all a reply event says: report it now, so that a
+                # consumer that stops after the first reply (detect depth) skips its elements.
+                self._reply(kind, count, out)
             self.stack.append(_Frame(elements, kind == 124))
             return
         value: Any
@@ -337,9 +361,7 @@ class _Replies:
         while stack and stack[-1].remaining == 0:
             frame = stack.pop()
             if not stack:
-                if not frame.attribute:
-                    self._reply(self.top_type, self.top_count, out)
-                return
+                return  # a reply is reported at its header; an attribute is not a reply
             if not frame.attribute:
                 stack[-1].remaining -= 1
 
@@ -523,7 +545,7 @@ def detect_command(data: bytes, server_port: int) -> Detection:
         return Detection.NO
     if nl < 0:
         return Detection.NEED_MORE
-    if _INLINE_HTTP.fullmatch(line) or any(c < 0x20 and c not in (9, 13) for c in line):
+    if _INLINE_HTTP.fullmatch(line) or _INLINE_CONTROL.search(line):
         return Detection.NO
     return Detection.MATCH
 

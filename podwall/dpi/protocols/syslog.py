@@ -140,7 +140,8 @@ def _could_be_prefix(msg: bytes) -> bool:
     """A cheap check that more bytes could still complete a header (the PRI part at least)."""
     end = msg.find(b">")
     if end < 0:
-        return re.fullmatch(rb"<(?:0|[1-9][0-9]{0,2})?", msg) is not None
+        # Nothing yet (an octet count and its space came alone) or a partial PRI.
+        return re.fullmatch(rb"(?:<(?:0|[1-9][0-9]{0,2})?)?", msg) is not None
     return _PRI.match(msg) is not None and int(msg[1:end]) <= 191
 
 

@@ -9,6 +9,7 @@ from the bytes a detector is given.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import ClassVar
 
@@ -36,7 +37,7 @@ __all__ = [
 
 TEXT_CAPTURE = 256  # characters of a free-text field (argument, reply text) kept in an event
 
-_PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x09}
+_TEXT = re.compile(rb"[\t\x20-\x7e]*")  # printable ASCII and tabs
 
 
 def text(raw: bytes | bytearray, limit: int = TEXT_CAPTURE) -> str:
@@ -46,7 +47,7 @@ def text(raw: bytes | bytearray, limit: int = TEXT_CAPTURE) -> str:
 
 def is_text(line: bytes | bytearray) -> bool:
     """Only printable ASCII and tabs (what greetings and commands are made of)."""
-    return all(b in _PRINTABLE for b in line)
+    return _TEXT.fullmatch(line) is not None
 
 
 def complete_lines(data: bytes, max_lines: int, max_len: int) -> tuple[list[bytes], bytes] | None:

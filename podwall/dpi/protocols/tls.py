@@ -10,6 +10,8 @@ E.2) and an alert instead of a hello are understood too.
 
 from __future__ import annotations
 
+import re
+import struct
 from typing import Any, ClassVar
 
 from podwall.core.errors import ProtocolError
@@ -46,6 +48,7 @@ _VERSION_NAMES = {
     0x0304: "TLSv1.3",
 }
 _ALERT_LEVELS = {1: "warning", 2: "fatal"}
+_NAME = re.compile(rb"[\x21-\x7e]+")  # a host name as sent: printable ASCII, no spaces
 
 
 def version_name(code: int) -> str:
@@ -59,13 +62,14 @@ def version_name(code: int) -> str:
 
 
 def _u16_list(r: Reader, what: str) -> list[int]:
-    if r.remaining() % 2:
-        raise ProtocolError(f"TLS {what}: odd length {r.remaining()}")
-    return [r.u16(what) for _ in range(r.remaining() // 2)]
+    size = r.remaining()
+    if size % 2:
+        raise ProtocolError(f"TLS {what}: odd length {size}")
+    return list(struct.unpack(f"!{size // 2}H", r.take(size, what)))
 
 
 def _ascii_name(raw: bytes, what: str) -> str:
-    if not raw or any(c < 0x21 or c > 0x7E for c in raw):
+    if not _NAME.fullmatch(raw):
         raise ProtocolError(f"TLS {what}: not a printable ASCII name: {raw[:64]!r}")
     return raw.decode("ascii").lower()
 

@@ -10,6 +10,7 @@ server closes. Pings (xid -2) are parsed but not reported, so they do not crowd 
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from podwall.core.errors import ProtocolError
@@ -21,6 +22,7 @@ from podwall.dpi.wire import StreamBuffer
 __all__ = ["FOUR_LETTER_WORDS", "OPS", "ZookeeperDetector", "ZookeeperParser"]
 
 APP = "zookeeper"
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 MAX_PACKET = 0xFFFFF + 1024  # jute.maxbuffer (1 MiB) plus header room
 MAX_PATH = 4096
 PING_XID = -2
@@ -88,7 +90,7 @@ def _path(body: bytes | bytearray, pos: int) -> str | None:
     if not 1 <= n <= MAX_PATH or pos + 4 + n > len(body) or body[pos + 4] != 0x2F:
         return None
     raw = bytes(body[pos + 4 : pos + 4 + n])
-    if any(c < 0x20 or c == 0x7F for c in raw):
+    if _CONTROL.search(raw):
         return None
     return raw.decode("utf-8", "backslashreplace")
 
