@@ -107,10 +107,12 @@ def _progress(paths: Sequence[Path]) -> Iterator[Callable[[int], None]]:
         yield lambda n: progress.advance(task, n)
 
 
-def _flows(captures: Sequence[Path], resolver: Resolver, problems: _Problems) -> list[NamedFlow]:
+def _flows(captures: Sequence[Path], resolver: Resolver, problems: _Problems, depth: str = "full") -> list[NamedFlow]:
+    """Read and name the flows; `depth="detect"` when nothing needs more than each flow's first
+    request and answer (no L7 rule, no inspector): the DPI then stops early, as nDPI does."""
     _check_files(captures, "capture file")
     with _progress(captures) as advance:
-        flows = list(read_flows(captures, resolver, on_problem=problems, progress=advance))
+        flows = list(read_flows(captures, resolver, on_problem=problems, progress=advance, depth=depth))
     problems.summary()
     return flows
 

@@ -91,7 +91,7 @@ def analyze(
         named, findings = inspected_flows(captures, resolver, problems, None, paranoia)
         keep_pcaps(findings, pcap_dir)
     else:
-        named, findings = _flows(captures, resolver, problems), []
+        named, findings = _flows(captures, resolver, problems, depth="detect"), []
     found = {"findings": [f.to_dict() for f in findings]} if inspect else {}
     if flows:
         if as_json:
@@ -195,7 +195,8 @@ def check(
         named, findings = inspected_flows(captures, resolver, problems, pol, paranoia)
         keep_pcaps(findings, pcap_dir or (default_pcap_dir() if recorder.store is not None else None))
     else:
-        named, findings = _flows(captures, resolver, problems), []
+        depth = "full" if any(r.l7 is not None for r in pol.spec.rules) else "detect"
+        named, findings = _flows(captures, resolver, problems, depth=depth), []
     items = check_flows(named, PolicyEngine(pol, dns_service_groups=dns_service_groups(inv, resolver)))
     events = violation_events(items, ",".join(map(str, captures)))
     events.extend(finding_event(f) for f in findings)
