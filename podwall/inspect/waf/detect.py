@@ -1,12 +1,15 @@
 """podwall's own detection layer on top of the CRS: libinjection and generic signatures on decoded values.
 
 Debian ships CRS 3.3.4, which misses attacks newer rule sets catch (SQL in the URL path, in
-XML attributes, in arbitrary headers, JavaScript-only XSS). This layer runs libinjection's
-SQLi and XSS tokenizers and podwall's signatures (signatures.py, one hyperscan database
-compiled once) over every target of a request (targets.py) in each of its decoded forms.
+XML attributes, in arbitrary headers, JSON operators in SQL, JavaScript-only XSS). This layer
+runs libinjection's SQLi and XSS tokenizers and podwall's signatures (signatures.py, one
+hyperscan database compiled once) over every target of a request (targets.py) in each of its
+decoded forms, and podwall's SQL-fragment grammar (sqlshape.py) over the fully decoded form.
 
 Each hit is an `OwnHit` with an id in podwall's range: `waf.podwall.sqli.libinjection`,
-`waf.podwall.xss.libinjection`, `waf.podwall.<category>.<signature>`. Pure: values in, hits out.
+`waf.podwall.xss.libinjection`, `waf.podwall.<category>.<signature>`,
+`waf.podwall.sqli.<shape>` (`string-break`, `json-operator`, `stacked-statement`,
+`type-cast`). Pure: values in, hits out.
 """
 
 from __future__ import annotations
@@ -20,12 +23,19 @@ import libinjection
 from podwall.inspect.waf.http_request import HttpRequest
 from podwall.inspect.waf.narrowing import libinjection_benign
 from podwall.inspect.waf.signatures import SIGNATURES, Signature
+from podwall.inspect.waf.sqlshape import sql_shapes
 from podwall.inspect.waf.targets import Target, decodings, request_targets
 
 __all__ = ["OwnDetector", "OwnHit"]
 
 LIBINJECTION_SQLI = "libinjection"
 MATCH_CONTEXT = 120
+_SHAPE_MESSAGES = {
+    "string-break": "value closes an SQL string and continues as SQL",
+    "json-operator": "SQL JSON operator on a JSON literal",
+    "stacked-statement": "stacked SQL statement",
+    "type-cast": "SQL type cast",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +106,17 @@ class OwnDetector:
                     target.location,
                     form[:MATCH_CONTEXT],
                 )
+            if form is forms[0]:
+                # the tokenizer reads comments, quotes and escapes itself: the fully decoded form is enough
+                for shape in sql_shapes(form):
+                    if shape not in hits:
+                        hits[shape] = OwnHit(
+                            f"waf.podwall.sqli.{shape}",
+                            "sqli",
+                            _SHAPE_MESSAGES[shape],
+                            target.location,
+                            form[:MATCH_CONTEXT],
+                        )
             for sig, end in self.scan(form):
                 if sig.name in hits:
                     continue

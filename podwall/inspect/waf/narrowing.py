@@ -138,6 +138,17 @@ def _veto_942230(matched: str, value: str) -> bool:
     return False
 
 
+# --- 942260 basic SQL authentication bypass 2/3 (PL2) ------------------------------------------------
+# CRS 4 kept only the branches where the quote is followed by a word operator (AND/OR/LIKE/...),
+# `like` + quote, and SELECT ... FROM; it dropped "quote, any punctuation, a word, a non-word, a
+# word" (`"Quote"! Next sentence`) and "quote, `*`, word ..." (`'*foo bar'`).
+_QUOTE_PUNCTUATION = re.compile(r"""["'`]\s*[^\w\s]""")
+
+
+def _veto_942260(matched: str, value: str) -> bool:
+    return _QUOTE_PUNCTUATION.match(matched) is not None
+
+
 # --- 942300 MySQL comments, conditions and ch(a)r injections (PL2) ----------------------------------
 def _veto_942300(matched: str, value: str) -> bool:
     # CRS 4 puts a word boundary before AND/OR/NOT/DIV/LIKE/BETWEEN and CHAR: "for 2021(" is no `or`
@@ -193,6 +204,11 @@ NARROWINGS: dict[int, Narrowing] = {
             _veto_942190,
         ),
         Narrowing(942230, "CRS 4: CASE needs WHEN ... THEN and HAVING needs a preceding SELECT", _veto_942230),
+        Narrowing(
+            942260,
+            "CRS 4 dropped the quote-punctuation-word and quote-star branches (a quote must precede an operator word)",
+            _veto_942260,
+        ),
         Narrowing(942300, "CRS 4: operators and CHAR( only on a word boundary", _veto_942300),
         Narrowing(942330, "CRS 4: the probing operator must be a whole word", _veto_942330),
         Narrowing(941130, "CRS 4: attribute keywords on a word boundary, `pattern` directly before =", _veto_941130),
