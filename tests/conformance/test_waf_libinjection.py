@@ -27,9 +27,18 @@ pytestmark = pytest.mark.skipif(not DEFAULT_RULES_DIR.is_dir(), reason="Debian's
 
 HEADERS = (("Host", "localhost"), ("User-Agent", "podwall conformance"), ("Accept", "*/*"))
 
-# Measured when written (docs/waf.md); detection goal 95 %, false-positive goal 1 %.
+# Measured when written (docs/waf.md); detection goal 95 %, false-positive goal 1 %. The goal is
+# asserted where it is reached (the tuned half), the measured ceiling elsewhere.
 FLOOR_DETECTION = {"sqli": 0.98, "xss": 0.98}
-CEILING_FP = {"own": 0.04, "waf": 0.06}
+GOAL_FP = 0.01
+CEILING_FP = {
+    ("own", "tuned"): GOAL_FP,
+    ("waf", "tuned"): GOAL_FP,
+    ("own", "held-out"): 0.035,
+    ("waf", "held-out"): 0.035,
+    ("own", "total"): 0.02,
+    ("waf", "total"): 0.022,
+}
 
 
 def _lines(path: Path) -> list[str]:
@@ -83,6 +92,7 @@ def test_libinjection_samples() -> None:
                 rate = c[(*key, layer)] / c[key]
                 assert rate >= floor, f"{path.name}: {layer} detection {rate:.3f} below the measured floor {floor}"
         else:
-            for layer, ceiling in CEILING_FP.items():
-                rate = c[(*key, layer)] / c[key]
-                assert rate <= ceiling, f"{path.name}: {layer} false positives {rate:.3f} above the ceiling {ceiling}"
+            for (layer, half), ceiling in CEILING_FP.items():
+                k = (path.name, half)
+                rate = c[(*k, layer)] / c[k]
+                assert rate <= ceiling, f"{path.name} {half}: {layer} false positives {rate:.3f} above {ceiling}"

@@ -7,14 +7,15 @@ loading the rule files (see crs.load_crs), so the rule text stays Debian's:
 - `EXTRA_TARGETS`: variables CRS 4's version of a rule inspects that 3.3.4's does not
   (`SecRuleUpdateTargetById` / `SecRuleUpdateTargetByTag`): XML attribute values for every
   SQLi and XSS rule, the URL path for the XSS rules and a few SQLi ones, and the request
-  headers CRS 4 added to individual SQLi rules.
+  headers CRS 4 added to individual SQLi rules;
+- `EXCLUDED_TARGETS`: variables CRS 4's version excludes (`SecRuleUpdateTargetById` with `!VAR:/regex/`).
 
 Narrowings of rules that CRS 4 kept but made stricter live in narrowing.py. Pure text.
 """
 
 from __future__ import annotations
 
-__all__ = ["EXTRA_TARGETS", "EXTRA_TARGETS_BY_TAG", "REMOVED_RULES", "crs4_directives"]
+__all__ = ["EXCLUDED_TARGETS", "EXTRA_TARGETS", "EXTRA_TARGETS_BY_TAG", "REMOVED_RULES", "crs4_directives"]
 
 # CRS 3.3.4 rules that CRS 4 deleted, and why.
 REMOVED_RULES: dict[int, str] = {
@@ -45,10 +46,17 @@ EXTRA_TARGETS: dict[int, str] = {
     942500: "REQUEST_FILENAME",
 }
 
+# Per rule: the variables CRS 4's version no longer inspects (`!VAR:/regex/`): PHP-style array
+# argument names (`a[b][]`, `a[b][c][]`) are not SQL for the special-character count 942431.
+EXCLUDED_TARGETS: dict[int, str] = {
+    942431: r"!ARGS_NAMES:/^[\w]+\[[\w\-]+\]\[[\w\-]*?\]$/|!ARGS_NAMES:/^[\w]+\[[\w\-]+\]\[[\w\-]+\]\[[\w\-]*?\]$/",
+}
+
 
 def crs4_directives() -> str:
     """The ModSecurity directives, loaded after the rule files, that apply the removals and extra targets."""
     lines = [f"SecRuleRemoveById {rule}" for rule in sorted(REMOVED_RULES)]
     lines += [f'SecRuleUpdateTargetByTag "{tag}" "{targets}"' for tag, targets in EXTRA_TARGETS_BY_TAG.items()]
     lines += [f'SecRuleUpdateTargetById {rule} "{targets}"' for rule, targets in sorted(EXTRA_TARGETS.items())]
+    lines += [f'SecRuleUpdateTargetById {rule} "{targets}"' for rule, targets in sorted(EXCLUDED_TARGETS.items())]
     return "\n".join(lines) + "\n"

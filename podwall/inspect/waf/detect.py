@@ -5,6 +5,7 @@ XML attributes, in arbitrary headers, JSON operators in SQL, JavaScript-only XSS
 runs libinjection's SQLi and XSS tokenizers and podwall's signatures (signatures.py, one
 hyperscan database compiled once) over every target of a request (targets.py) in each of its
 decoded forms, and podwall's SQL-fragment grammar (sqlshape.py) over the fully decoded form.
+libinjection's SQLi verdicts pass podwall's allow-list (libinjection_allow.py) first.
 
 Each hit is an `OwnHit` with an id in podwall's range: `waf.podwall.sqli.libinjection`,
 `waf.podwall.xss.libinjection`, `waf.podwall.<category>.<signature>`,
@@ -21,7 +22,7 @@ import hyperscan
 import libinjection
 
 from podwall.inspect.waf.http_request import HttpRequest
-from podwall.inspect.waf.narrowing import libinjection_benign
+from podwall.inspect.waf.libinjection_allow import libinjection_benign
 from podwall.inspect.waf.signatures import SIGNATURES, Signature
 from podwall.inspect.waf.sqlshape import sql_shapes
 from podwall.inspect.waf.targets import Target, decodings, request_targets

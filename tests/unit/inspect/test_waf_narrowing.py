@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from podwall.inspect.waf.crs import DEFAULT_RULES_DIR
-from podwall.inspect.waf.crs4 import EXTRA_TARGETS, REMOVED_RULES, crs4_directives
+from podwall.inspect.waf.crs4 import EXCLUDED_TARGETS, EXTRA_TARGETS, REMOVED_RULES, crs4_directives
 from podwall.inspect.waf.detect import OwnDetector
 from podwall.inspect.waf.engine import WafEngine
 from podwall.inspect.waf.http_request import HttpRequest, HttpTransaction
-from podwall.inspect.waf.narrowing import NARROWINGS, libinjection_benign, narrowing_for
+from podwall.inspect.waf.narrowing import NARROWINGS, narrowing_for
 from podwall.inspect.waf.signatures import SIGNATURES
 from podwall.inspect.waf.targets import Target, decodings
 
@@ -28,6 +28,23 @@ VETOES = [
     pytest.param(942190, "xiif (", "taxiif (x)", True, id="942190-glued-iif"),
     pytest.param(942190, "user(", "superuser(admin)", True, id="942190-glued-user"),
     pytest.param(942190, "user(", "1 and user()", False, id="942190-user-function"),
+    pytest.param(942190, "User(", "User(foo),junk", True, id="942190-user-with-argument"),
+    pytest.param(942190, "user(", "user(/**/)", False, id="942190-user-comment-call"),
+    pytest.param(942190, "UNION select", "O'Neil UNION selected a few", True, id="942190-union-selected"),
+    pytest.param(942190, "union all select", "1 union all select@@version", False, id="942190-union-select"),
+    pytest.param(942270, "union selected a from", "union selected a from b", True, id="942270-selected-prose"),
+    pytest.param(942270, "union select 1 from", "1 union select 1 from t", False, id="942270-union-select-from"),
+    pytest.param(942350, ";insert into", "/*';insert into t values(1)*/", True, id="942350-inside-comment"),
+    pytest.param(942350, ";insert into", "1';insert into t values(1)", False, id="942350-stacked-insert"),
+    pytest.param(942350, ";insert into", "/**/1;insert into t", False, id="942350-after-comment"),
+    pytest.param(942360, '"CREATE A', '"CREATE A CRITTER"', True, id="942360-create-prose"),
+    pytest.param(942360, "* update", "* update the docs", True, id="942360-changelog-line"),
+    pytest.param(942360, '" create table', '" create table users (a int)', False, id="942360-create-table"),
+    pytest.param(942360, "1 union select", "1 union select 2", False, id="942360-union-select"),
+    pytest.param(942360, "select char", "x select charming", True, id="942360-char-prefix"),
+    pytest.param(942360, "select char", "x select char(65)", False, id="942360-char-call"),
+    pytest.param(942360, "end);", "weekend);", True, id="942360-glued-end"),
+    pytest.param(942360, ", as usual from", "1), as usual from x", True, id="942360-comma-as-from"),
     pytest.param(942230, " case (", "just in case (x)", True, id="942230-case-prose"),
     pytest.param(942230, " case (", "x (case when 1 then 2 end) case (1)", False, id="942230-case-when"),
     pytest.param(942230, "having fun!", "having fun!", True, id="942230-having-prose"),
@@ -48,6 +65,8 @@ VETOES = [
     pytest.param(942100, "sos", "a'LIKE'b", False, id="942100-quote-breakout"),
     pytest.param(942100, "1c", "2024-abcDEF--", True, id="942100-base64-token"),
     pytest.param(942100, "1c", "1--", False, id="942100-number-comment"),
+    pytest.param(942100, "sos", '/s?q="MOD"&view=all&page=2', True, id="942100-quoted-operator-in-url"),
+    pytest.param(942100, "s&s", "x' or '1", False, id="942100-tautology"),
 ]
 
 
@@ -63,21 +82,8 @@ def test_narrowings_drop_only_the_shapes_crs4_stopped_flagging(
 
 def test_rules_without_narrowing_are_left_alone() -> None:
     """A CRS rule podwall does not narrow has no narrowing, and every narrowing names its reason."""
-    assert narrowing_for(942270) is None
+    assert narrowing_for(942150) is None
     assert all(n.rule_id == rule and n.reason for rule, n in NARROWINGS.items())
-
-
-@pytest.mark.parametrize(
-    ("fingerprint", "value", "benign"),
-    [
-        pytest.param("s&s", '"AND" more', True, id="quoted-and"),
-        pytest.param("sos", "' =+ '", False, id="symbol-operator"),
-        pytest.param("1&1", "1 and 1", False, id="other-fingerprint"),
-    ],
-)
-def test_libinjection_allow_list(fingerprint: str, value: str, benign: bool) -> None:
-    """Only a quoted search word or a base64-looking token is allowed past libinjection's tiny fingerprints."""
-    assert libinjection_benign(fingerprint, value) is benign
 
 
 def test_crs4_directives_remove_and_widen() -> None:
@@ -86,6 +92,25 @@ def test_crs4_directives_remove_and_widen() -> None:
     assert all(f"SecRuleRemoveById {rule}" in text for rule in REMOVED_RULES)
     assert 'SecRuleUpdateTargetByTag "attack-sqli" "XML://@*"' in text
     assert all(f"SecRuleUpdateTargetById {rule} " in text for rule in EXTRA_TARGETS)
+    assert all(f'SecRuleUpdateTargetById {rule} "!ARGS_NAMES:/' in text for rule in EXCLUDED_TARGETS)
+
+
+@needs_crs
+@pytest.mark.parametrize(
+    ("query", "fired"),
+    [
+        pytest.param("a[b][c][d]=1", False, id="php-array-name"),
+        pytest.param("a[b][c][d][e]=1", True, id="deeper-name"),
+        pytest.param("x=[a][b][c]", True, id="value"),
+    ],
+)
+def test_942431_skips_php_array_names_like_crs4(query: str, fired: bool) -> None:
+    """At PL3, CRS 4's exclusion keeps PHP-style array names out of the special-character count 942431."""
+    headers = (("Host", "shop.example"), ("User-Agent", "Mozilla/5.0"), ("Accept", "*/*"))
+    result = WafEngine(paranoia=3, own_layer=False).inspect(
+        HttpTransaction(HttpRequest("GET", f"/?{query}", "1.1", headers))
+    )
+    assert any(m.rule == "942431" for m in result.matches) is fired
 
 
 def _post(body: bytes, content_type: str, cookie: str | None = None) -> HttpTransaction:
