@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from podwall.analysis.check import event_endpoint
-from podwall.analysis.runner import NamedFlow, ProgressFn, _name, app_label
+from podwall.analysis.runner import FrameEngine, NamedFlow, ProgressFn, app_label, read_flows
 from podwall.core.errors import Problem
 from podwall.core.events import Event, EventDetection, EventType
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import Endpoint, ip_text, proto_name
-from podwall.datapath.io.pcap import CaptureReader, Frame
+from podwall.datapath.io.pcap import Frame
 from podwall.datapath.io.pcapwriter import PcapWriter
 from podwall.inspect.findings import Finding, FindingKind
 from podwall.inspect.pipeline import CapturedFinding, InspectingEngine, Inspection
@@ -91,26 +91,19 @@ def inspect_captures(
 
     Each capture gets a fresh `Inspection` (rates and sessions do not span files).
     """
-    for path in paths:
-        source = str(path)
-        engine = InspectingEngine(make_inspection(), limits, on_problem=on_problem, source=source)
-        with CaptureReader(path, on_problem=on_problem) as reader:
-            done = 0
-            for frame in reader:
-                for flow in engine.feed(frame):
-                    yield _name(flow, resolver, source)
-                if engine.findings:
-                    run.findings.extend(_named(c, resolver, source) for c in engine.findings)
-                    engine.findings.clear()
-                if progress is not None and reader.bytes_read - done >= 1 << 16:
-                    progress(reader.bytes_read - done)
-                    done = reader.bytes_read
-            if progress is not None:
-                progress(reader.bytes_read - done)
-        for flow in engine.finish():
-            yield _name(flow, resolver, source)
-        run.findings.extend(_named(c, resolver, source) for c in engine.findings)
-        engine.findings.clear()
+
+    def make_engine(source: str) -> InspectingEngine:
+        return InspectingEngine(make_inspection(), limits, on_problem=on_problem, source=source)
+
+    def collect(engine: FrameEngine, source: str) -> None:
+        assert isinstance(engine, InspectingEngine)
+        if engine.findings:
+            run.findings.extend(_named(c, resolver, source) for c in engine.findings)
+            engine.findings.clear()
+
+    return read_flows(
+        paths, resolver, on_problem=on_problem, progress=progress, make_engine=make_engine, after_frame=collect
+    )
 
 
 def _named(captured: CapturedFinding, resolver: Resolver, source: str) -> NamedFinding:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from podwall.core.errors import Problem
 from podwall.core.limits import DEFAULT_LIMITS, Limits
@@ -25,7 +26,7 @@ from podwall.core.types import (
 )
 from podwall.datapath.engine import Engine
 from podwall.datapath.flows import Flow
-from podwall.datapath.io.pcap import CaptureReader
+from podwall.datapath.io.pcap import CaptureReader, Frame
 from podwall.dpi.session import FULL
 from podwall.inventory.resolver import Resolver
 from podwall.policy.l7context import requests_of, server_name_of
@@ -96,6 +97,14 @@ class NamedFlow:
 ProgressFn = Callable[[int], None]
 
 
+class FrameEngine(Protocol):
+    """What `read_flows` drives: the datapath engine, or one with inspectors attached."""
+
+    def feed(self, frame: Frame) -> list[Flow]: ...
+
+    def finish(self) -> list[Flow]: ...
+
+
 def read_flows(
     paths: Sequence[str | Path],
     resolver: Resolver,
@@ -105,31 +114,43 @@ def read_flows(
     progress: ProgressFn | None = None,
     dpi: bool = True,
     depth: str = FULL,
+    make_engine: Callable[[str], FrameEngine] | None = None,
+    after_frame: Callable[[FrameEngine, str], None] | None = None,
 ) -> Iterator[NamedFlow]:
     """Yield every flow of every capture, named. `progress(n)` is told of each n bytes read.
 
     `depth` is how far the DPI parses each flow: `full` when L7 rules will judge the flows'
     requests, `detect` when only the application and server name are needed (see
-    `podwall.dpi.session`; a flow cut short has `requests_truncated` set).
+    `podwall.dpi.session`; a flow cut short has `requests_truncated` set). `make_engine(source)`
+    replaces the plain engine (each capture gets its own); `after_frame(engine, source)` runs
+    after every frame and once more after the capture's last flows.
     """
     for path in paths:
         source = str(path)
-        engine = Engine(limits, dpi=dpi, dpi_depth=depth, on_problem=on_problem, source=source)
+        if make_engine is not None:
+            engine = make_engine(source)
+        else:
+            engine = Engine(limits, dpi=dpi, dpi_depth=depth, on_problem=on_problem, source=source)
         with CaptureReader(path, on_problem=on_problem) as reader:
             done = 0
             for frame in reader:
                 for flow in engine.feed(frame):
-                    yield _name(flow, resolver, source)
+                    yield name_flow(flow, resolver, source)
+                if after_frame is not None:
+                    after_frame(engine, source)
                 if progress is not None and reader.bytes_read - done >= 1 << 16:
                     progress(reader.bytes_read - done)
                     done = reader.bytes_read
             if progress is not None:
                 progress(reader.bytes_read - done)
         for flow in engine.finish():
-            yield _name(flow, resolver, source)
+            yield name_flow(flow, resolver, source)
+        if after_frame is not None:
+            after_frame(engine, source)
 
 
-def _name(flow: Flow, resolver: Resolver, source: str) -> NamedFlow:
+def name_flow(flow: Flow, resolver: Resolver, source: str) -> NamedFlow:
+    """A finished flow with both ends resolved."""
     client = resolver.resolve(ip_text(flow.client_ip), flow.client_port)
     server = resolver.resolve(ip_text(flow.server_ip), flow.server_port)
     return NamedFlow(flow, client, server, source)
