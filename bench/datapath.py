@@ -7,11 +7,16 @@ the mode), and the ratio of the two is what counts:
   (a) no firewall (paired with itself: the ratio shows the noise);
   (b) L3/L4: `build_plan` + `Enforcer.apply` of a policy allowing client -> server by port;
   (c) L7 decide-once: the rule allows client -> server only for `applications: [http]`, so
-      the connection is queued (NFQUEUE) until the worker's DPI names it on the first
-      payload; the allow mark then keeps the rest of it in the kernel;
+      the connection's payload packets are queued (NFQUEUE; its handshake is not) until the
+      worker's DPI names it on the first payload; the allow mark then keeps the rest of it in
+      the kernel;
   (d) every payload packet in userspace: the same rule with an `l7` HTTP matcher, so the
       worker judges each request and never gives the connection the allow mark;
-  (e) passive tap: no rules; `run_monitor` reads the pod veths (AF_PACKET) in the background.
+  (e) passive tap: no rules; `run_monitor` reads the pod veths (AF_PACKET) in the background,
+      at idle CPU priority as `podwall monitor` does;
+  (q) only when asked (`--modes q`): (c)'s ruleset with a stand-in worker that allows every
+      queued packet without decoding it: what the queue's round trip alone costs here, the
+      floor under (c).
 
 Measurements, from the client pod to the server pod: single-stream throughput and new
 connections per second (a sequential Python client; each connection sends one HTTP request,
@@ -21,7 +26,8 @@ that allows by application would deny them: (c) and (d) use a Python HTTP stream
 (one `POST` with a huge Content-Length, then bulk body bytes; the receiver reports what it
 got), and their paired baseline uses the same stream. The workers (one per queue of
 `QueueConfig`, fail-closed so nothing bypasses them) and the monitor run as background
-processes inside the node namespace; their counters are printed after the table.
+processes inside the node namespace; their counters are printed after the table. Each round's
+line shows the machine's load average and CPU pressure: the ratios assume nothing else runs.
 
     sudo /tmp/pwvenv/bin/python bench/datapath.py [--rounds 2] [--seconds 5] [--modes a,b,c,d,e]
 
@@ -31,10 +37,18 @@ and a temp state dir and is always taken down, also on Ctrl-C or an error.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as a script, this file's directory comes first on sys.path, where a sibling bench script
+# (bench/inspect.py) shadows the standard module of the same name; podwall is imported as the
+# installed package, so the directory is dropped before anything else is imported.
+if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
 import argparse
 import contextlib
 import json
-import os
 import secrets
 import selectors
 import shutil
@@ -89,7 +103,11 @@ MODES = {
     "c": Mode("c", "L7 decide-once", "http", 0.95, 0.75),
     "d": Mode("d", "every payload packet in userspace", "http", 0.5),
     "e": Mode("e", "passive tap", "iperf3", 0.9),
+    # Not run by default: (c)'s ruleset with a worker that allows every queued packet unseen, i.e.
+    # what the queue's round trip alone costs on this machine (the floor under (c)).
+    "q": Mode("q", "decide-once, queue only (allow-all)", "http"),
 }
+DEFAULT_MODES = ["a", "b", "c", "d", "e"]
 
 
 class BenchError(Exception):
@@ -218,18 +236,19 @@ def _profiled(path: str, fn: Callable[[], T]) -> T:
 def run_worker(queue_num: int, policy_path: str, inventory_path: str, profile: str) -> None:
     """The NFQUEUE worker on one queue (run inside the node namespace) until SIGTERM; prints its counters."""
     from podwall.datapath.io.nfqueue import NfQueue
-    from podwall.enforce.plan import MARK_ALLOW, MARK_DENY
     from podwall.enforce.reset import RawResetter
     from podwall.enforce.worker import Worker, WorkerConfig
+    from podwall.enforce.worker_process import keep_freed_memory
     from podwall.inventory.loader import load_inventory
     from podwall.inventory.resolver import Resolver
     from podwall.policy.model import Policy
 
+    keep_freed_memory()  # as `podwall enforce` workers do
     stop = _stop_on_term()
     policy = Policy.model_validate(json.loads(Path(policy_path).read_text(encoding="utf-8")))
     inventory = load_inventory([inventory_path])
     resetter = RawResetter()
-    worker = Worker(policy, Resolver(inventory), WorkerConfig(MARK_ALLOW, MARK_DENY), resetter=resetter)
+    worker = Worker(policy, Resolver(inventory), WorkerConfig.podwall(), resetter=resetter)
     with NfQueue(queue_num, fail_open=False) as queue:
         print("ready", flush=True)
         _profiled(profile, lambda: worker.run(queue, stop))
@@ -239,10 +258,27 @@ def run_worker(queue_num: int, policy_path: str, inventory_path: str, profile: s
     print(json.dumps(stats), flush=True)
 
 
+def run_allow_all(queue_num: int) -> None:
+    """A stand-in worker (mode q): every queued packet gets the allow mark, nothing is decoded."""
+    from podwall.datapath.io.nfqueue import NF_REPEAT, NfQueue
+    from podwall.enforce.plan import MARK_ALLOW
+
+    stop = _stop_on_term()
+    packets = 0
+    with NfQueue(queue_num, fail_open=False) as queue:
+        print("ready", flush=True)
+        while not stop.is_set():
+            messages = queue.recv(0.2, 64)
+            if messages:
+                packets += len(messages)
+                queue.verdict_batch(messages[-1].packet_id, NF_REPEAT, MARK_ALLOW)
+        stats: dict[str, Any] = {"packets": packets, "queue": dict(queue.stats)}
+    print(json.dumps(stats), flush=True)
+
+
 def run_tap(root: str, lab: str, policy_path: str, profile: str) -> None:
     """The passive monitor on the lab's pod veths until SIGTERM; prints its counters."""
-    from podwall.datapath.io.afpacket import Tap
-    from podwall.enforce.monitor import Monitor, lab_target, run_monitor
+    from podwall.enforce.monitor import Monitor, lab_target, run_monitor, tap_for
     from podwall.inventory.loader import load_inventory
     from podwall.lab.cluster import find_lab
     from podwall.policy.model import Policy
@@ -251,10 +287,14 @@ def run_tap(root: str, lab: str, policy_path: str, profile: str) -> None:
     policy = Policy.model_validate(json.loads(Path(policy_path).read_text(encoding="utf-8")))
     target = lab_target(state)
     monitor = Monitor.for_policy(policy, load_inventory([state.inventory]), source=f"bench:{target.netns}")
-    tap = Tap(target.interfaces, target.netns, local_addresses=target.addresses)
+    tap, bypass = tap_for(target)  # as `podwall monitor` taps a lab
     print("ready", flush=True)
-    stats = _profiled(profile, lambda: run_monitor(monitor, tap))  # SIGTERM/SIGINT end it
-    print(json.dumps(stats.to_dict()), flush=True)
+    stats = _profiled(profile, lambda: run_monitor(monitor, tap, bypass=bypass))  # SIGTERM/SIGINT end it
+    out = stats.to_dict()
+    if bypass is not None:
+        out["bypassed_connections"] = bypass.added
+        bypass.close()
+    print(json.dumps(out), flush=True)
 
 
 HIDDEN: dict[str, Callable[[list[str]], None]] = {
@@ -263,6 +303,7 @@ HIDDEN: dict[str, Callable[[list[str]], None]] = {
     "_stream": lambda a: run_stream(a[0], int(a[1]), float(a[2])),
     "_connect": lambda a: run_connections(a[0], int(a[1]), float(a[2])),
     "_worker": lambda a: run_worker(int(a[0]), a[1], a[2], a[3]),
+    "_allow_all": lambda a: run_allow_all(int(a[0])),
     "_tap": lambda a: run_tap(a[0], a[1], a[2], a[3]),
 }
 
@@ -296,6 +337,7 @@ POLICIES = {
     ),
 }
 POLICIES["e"] = POLICIES["b"]  # the monitor judges by the L3/L4 policy: no violations, full DPI
+POLICIES["q"] = POLICIES["c"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,14 +526,17 @@ class Bench:
         from podwall.enforce.plan import build_plan
         from podwall.policy.model import Policy
 
-        if key in ("b", "c", "d"):
+        if key in ("b", "c", "d", "q"):
             self.enforcer.apply(build_plan(Policy.model_validate(POLICIES[key]), self.inventory))
         self.setups += 1
-        if key in ("c", "d"):
+        if key in ("c", "d", "q"):
             for num in self.queue.numbers:
-                prof = self._profile_path(f"{key}-worker{num}")
-                argv = [sys.executable, THIS, "_worker", str(num), str(self.policy_files[key]), self.state.inventory]
-                argv.append(prof)
+                if key == "q":
+                    argv = [sys.executable, THIS, "_allow_all", str(num)]
+                else:
+                    policy = str(self.policy_files[key])
+                    argv = [sys.executable, THIS, "_worker", str(num), policy, self.state.inventory]
+                    argv.append(self._profile_path(f"{key}-worker{num}"))
                 argv = ["ip", "netns", "exec", self.state.node_netns, *argv]
                 self.helpers.append(Background.start(f"worker {num}", argv, self.root / f"worker-{num}.log", True))
         if key == "e":
@@ -588,6 +633,19 @@ def report_diagnostics(diagnostics: dict[str, list[dict[str, Any]]]) -> None:
 # Main
 
 
+def _load() -> str:
+    """The machine's recent load, to tell a round disturbed by other work (the ratios assume an idle box)."""
+    try:
+        avg1 = Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        avg1 = "?"
+    try:
+        some = Path("/proc/pressure/cpu").read_text().split()[1].split("=")[1]
+    except (OSError, IndexError):
+        some = "?"
+    return f"load {avg1}, cpu pressure {some}%"
+
+
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -596,7 +654,7 @@ def _modes(text: str) -> list[str]:
     keys = [k.strip().lower().strip("()") for k in text.split(",") if k.strip()]
     bad = [k for k in keys if k not in MODES]
     if bad or not keys:
-        raise argparse.ArgumentTypeError(f"unknown modes {', '.join(bad) or '(none)'}; choose from a,b,c,d,e")
+        raise argparse.ArgumentTypeError(f"unknown modes {', '.join(bad) or '(none)'}; choose from {','.join(MODES)}")
     return list(dict.fromkeys(keys))
 
 
@@ -612,7 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2, help="pairs per mode (default 2)")
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement (default 5)")
-    ap.add_argument("--modes", type=_modes, default=list(MODES), help="comma-separated subset of a,b,c,d,e")
+    ap.add_argument(
+        "--modes", type=_modes, default=DEFAULT_MODES, help="comma-separated subset of a,b,c,d,e (q: the queue alone)"
+    )
     ap.add_argument("--profile", type=Path, help="write cProfile statistics of the workers and the monitor here")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:
@@ -647,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  round {r + 1} ({key}): {MODES[key].tool} {pair.base.throughput:.0f} -> "
                     f"{pair.mode.throughput:.0f} MB/s, "
-                    f"{pair.base.connections:.0f} -> {pair.mode.connections:.0f} conn/s",
+                    f"{pair.base.connections:.0f} -> {pair.mode.connections:.0f} conn/s; {_load()}",
                     flush=True,
                 )
         report(results, args.seconds)

@@ -48,7 +48,7 @@ class KernelState:
     """What the kernel holds of podwall's ruleset, normalised so that two reads compare equal."""
 
     table: tuple[str, ...]  # one JSON text per nft object, handles removed; empty: no table
-    chains: tuple[tuple[str, ...], ...]  # `iptables -S PODWALL`, `ip6tables -S PODWALL`
+    chains: tuple[tuple[str, ...], ...]  # `iptables -S` of podwall's chains, then `ip6tables -S` of them
     jumps: tuple[bool, ...]  # for each family and hook: is the jump into the chain present?
 
     @property
@@ -98,10 +98,9 @@ class Enforcer:
         """
         self.desired = plan
         self.applied = None
-        restore = iptables.render_restore(self.queue)
         for family in (4, 6):
             tool, restore_tool = TOOLS[family]
-            self._exec([restore_tool, "--noflush"], restore)
+            self._exec([restore_tool, "--noflush"], iptables.render_restore(self.queue, family))
             for hook, rule in iptables.jump_rules():
                 if self._run(in_netns(self.netns, [tool, "-C", hook, *rule]), None).returncode != 0:
                     self._exec([tool, "-I", hook, "1", *rule])
@@ -123,7 +122,10 @@ class Enforcer:
         jumps = []
         for family in (4, 6):
             tool = TOOLS[family][0]
-            chains.append(tuple(self._exec([tool, "-S", iptables.CHAIN], check=False).splitlines()))
+            listed: list[str] = []
+            for chain in iptables.CHAINS:
+                listed += self._exec([tool, "-S", chain], check=False).splitlines()
+            chains.append(tuple(listed))
             for hook, rule in iptables.jump_rules():
                 jumps.append(self._run(in_netns(self.netns, [tool, "-C", hook, *rule]), None).returncode == 0)
         return KernelState(table, tuple(chains), tuple(jumps))
@@ -143,7 +145,7 @@ class Enforcer:
         elif now.table != self.applied.table:
             out.append(f"table inet {self.table} was changed")
         if now.chains != self.applied.chains:
-            out.append(f"iptables chain {iptables.CHAIN} was changed")
+            out.append(f"iptables chains {', '.join(iptables.CHAINS)} were changed")
         if now.jumps != self.applied.jumps:
             out.append(f"a jump into {iptables.CHAIN} is missing")
         return out
@@ -168,9 +170,16 @@ class Enforcer:
             for hook, rule in iptables.jump_rules():
                 while self._run(in_netns(self.netns, [tool, "-C", hook, *rule]), None).returncode == 0:
                     self._exec([tool, "-D", hook, *rule])
-            if self._run(in_netns(self.netns, [tool, "-S", iptables.CHAIN]), None).returncode == 0:
-                self._exec([tool, "-F", iptables.CHAIN])
-                self._exec([tool, "-X", iptables.CHAIN])
+            # Flushed first, then deleted: the chains jump to one another.
+            present = [
+                chain
+                for chain in iptables.CHAINS
+                if self._run(in_netns(self.netns, [tool, "-S", chain]), None).returncode == 0
+            ]
+            for chain in present:
+                self._exec([tool, "-F", chain])
+            for chain in present:
+                self._exec([tool, "-X", chain])
         self.desired = None
         self.applied = None
 

@@ -4,7 +4,8 @@ Two small JSON files, each replaced atomically (write, then rename):
 
 - `service.json`, written by the service: its pid, namespace, fail mode, policy version, the
   worker processes (queue, pid, ready, restarts), the quarantine it has applied (with the
-  generation of the request) and the last error. It is removed on a clean stop.
+  generation of the request), the digest of the inventory files in force (`inventory_digest`)
+  and the last error. It is removed on a clean stop.
 - `quarantine.json`, written by `podwall quarantine add|remove`: the wanted quarantine list and
   a generation number. The service polls it, re-applies the plan with the new list, and reports
   the generation it applied (or the error, e.g. an unknown workload) in `service.json`. The list
@@ -13,9 +14,11 @@ Two small JSON files, each replaced atomically (write, then rename):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,29 @@ def request_quarantine(control_dir: Path, ref: str, add: bool, wait: float = 15.
             return {"applied": True, "workloads": names, "running": True}
         time.sleep(0.1)
     raise ControlError(f"the enforcer did not apply the quarantine within {wait:.0f}s (see its log)")
+
+
+def inventory_digest(contents: Sequence[bytes]) -> str:
+    """The digest by which the service reports which inventory files it has in force: SHA-256 over
+    each file's bytes, in the order the files are given."""
+    h = hashlib.sha256()
+    for data in contents:
+        h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+def wait_for_inventory(control_dir: Path, digest: str, wait: float = 15.0) -> bool:
+    """When a service runs, wait until it has applied the inventory whose `inventory_digest` is
+    `digest` (its address sets hold what the files say). False when no service runs; raises
+    ControlError when it does not apply it in time or stops meanwhile."""
+    if read_status(control_dir) is None:
+        return False
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        status = read_status(control_dir)
+        if status is None:
+            raise ControlError("the enforcer stopped before it applied the new inventory (see its log)")
+        if status.get("inventory_digest") == digest:
+            return True
+        time.sleep(0.05)
+    raise ControlError(f"the enforcer did not apply the new inventory within {wait:.0f}s (see its log)")

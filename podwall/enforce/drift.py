@@ -58,6 +58,7 @@ from podwall.dpi.session import UNKNOWN, DpiSession
 from podwall.enforce.apply import in_netns, run
 from podwall.enforce.plan import MARK_DENY, MARK_MASK
 from podwall.enforce.reset import RawResetter, ResetTarget
+from podwall.enforce.tapfilter import dedupe_filter
 from podwall.inventory.resolver import Resolver
 from podwall.policy.evaluate import PolicyEngine
 
@@ -443,7 +444,7 @@ class DriftThread:
         cut: bool = True,
     ) -> None:
         self.watcher = DriftWatcher(policy, resolver, source=source)
-        self._tap = Tap(interfaces, netns, local_addresses=addresses)
+        self._tap = Tap(interfaces, netns, bpf=dedupe_filter(addresses), local_addresses=addresses)
         self._resetter = RawResetter()
         self._cutter = DriftCutter(netns, self._resetter) if cut else None
         self._lock = threading.Lock()

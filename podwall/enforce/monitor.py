@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import signal
 import threading
 import time
@@ -29,11 +30,13 @@ from podwall.analysis.runner import NamedFlow
 from podwall.core.errors import Problem
 from podwall.core.events import Event, EventType
 from podwall.core.limits import DEFAULT_LIMITS, Limits
-from podwall.core.types import PROTO_ICMPV6, Endpoint, ip_text
+from podwall.core.types import PROTO_ICMPV6, PROTO_TCP, Endpoint, ip_text
 from podwall.datapath.engine import Engine
 from podwall.datapath.flows import Flow
 from podwall.datapath.io.afpacket import Tap, TapStats
 from podwall.datapath.io.pcap import Frame
+from podwall.enforce.tapbypass import TapBypass
+from podwall.enforce.tapfilter import dedupe_filter
 from podwall.inventory.model import Inventory
 from podwall.inventory.resolver import Resolver
 from podwall.lab.state import LabState
@@ -47,9 +50,11 @@ __all__ = [
     "LabTarget",
     "Monitor",
     "MonitorStats",
+    "background_priority",
     "lab_target",
     "monitor_lab",
     "run_monitor",
+    "tap_for",
 ]
 
 # A connection whose application the DPI has not named after this many packets is judged by
@@ -100,6 +105,7 @@ class MonitorStats:
                 "frames_kept": t.frames_kept,
                 "bytes_read": t.bytes_read,
                 "truncated": t.truncated,
+                "cut": t.cut,
                 "kernel_drops": t.kernel_drops,
                 "per_interface": dict(t.per_interface),
             }
@@ -140,6 +146,13 @@ class Monitor:
         self.engine = Engine(limits, dpi=True, on_problem=on_problem, source=source)
         self.stats = MonitorStats()
         self._watch: dict[Flow, _Watch] = {}
+        # With `collect_done` set (run_monitor sets it when its tap can skip connections), flows
+        # whose remaining bytes the monitor does not need go to `done_flows` once, and those of
+        # them that end to `ended_done`, for the caller to tell the tap (tapbypass.py).
+        self.collect_done = False
+        self.done_flows: list[Flow] = []
+        self.ended_done: list[Flow] = []
+        self._done: set[Flow] = set()
 
     @classmethod
     def for_policy(
@@ -175,9 +188,13 @@ class Monitor:
                 touched[table.last_flow] = None
         # Judged after the batch, not per packet: the DPI state of a flow is current by now and
         # a busy flow costs one look per batch.
+        collect = self.collect_done
         for flow in touched:
             if not flow.end_reason:
                 events += self._live(flow)
+                if collect and flow not in self._done and self._needs_no_more(flow):
+                    self._done.add(flow)
+                    self.done_flows.append(flow)
         return events
 
     def finish(self) -> list[Event]:
@@ -208,8 +225,20 @@ class Monitor:
             return []  # the DPI has not decided yet (a bare handshake is not judged)
         return self._judge(flow, watch, requests)
 
+    def _needs_no_more(self, flow: Flow) -> bool:
+        """A TCP connection judged and whose DPI stopped (named and finished, or given up): its
+        later bytes change nothing the monitor reports; its end (FIN/RST) still reaches it."""
+        if flow.proto != PROTO_TCP:
+            return False
+        watch = self._watch.get(flow)
+        dpi = flow.dpi
+        return watch is not None and watch.evaluated and (dpi is None or dpi.done)
+
     def _final(self, flow: Flow) -> list[Event]:
         self.stats.flows_ended += 1
+        if flow in self._done:
+            self._done.discard(flow)
+            self.ended_done.append(flow)
         watch = self._watch.pop(flow, None)
         if watch is None:
             watch = _Watch(
@@ -299,6 +328,41 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _tell(bypass: TapBypass, monitor: Monitor) -> None:
+    """Hand the flows the monitor is done with (and those of them that ended) to the tap's filter."""
+    for flow in monitor.done_flows:
+        bypass.add(flow.client_ip, flow.client_port, flow.server_ip, flow.server_port)
+    for flow in monitor.ended_done:
+        bypass.remove(flow.client_ip, flow.client_port, flow.server_ip, flow.server_port)
+    monitor.done_flows.clear()
+    monitor.ended_done.clear()
+
+
+@contextlib.contextmanager
+def background_priority(enabled: bool = True) -> Iterator[bool]:
+    """Run the calling thread at the scheduler's idle priority (SCHED_IDLE) for the block.
+
+    A passive monitor must not take CPU from the workloads it watches: at idle priority it
+    reads frames only with CPU time nothing else wants, and when it falls behind the kernel
+    drops copies from the tap's socket buffers (`stats.tap.kernel_drops`), never packets of
+    the traffic. Yields whether the priority was lowered (not where SCHED_IDLE is missing)."""
+    policy = getattr(os, "SCHED_IDLE", None)
+    if not enabled or policy is None:
+        yield False
+        return
+    try:
+        before = os.sched_getscheduler(0), os.sched_getparam(0)
+        os.sched_setscheduler(0, policy, os.sched_param(0))  # pid 0: this thread only, on Linux
+    except OSError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, *before)
+
+
 def run_monitor(
     monitor: Monitor,
     tap: Tap,
@@ -308,11 +372,16 @@ def run_monitor(
     stop: threading.Event | None = None,
     on_events: Callable[[list[Event]], None] | None = None,
     poll_interval: float = 0.2,
+    background: bool = True,
+    bypass: TapBypass | None = None,
 ) -> MonitorStats:
     """Monitor until `duration` seconds pass, `stop` is set, or SIGINT/SIGTERM (main thread).
 
     Events are written to `sinks` after each batch and handed to `on_events` (e.g. to print
-    them). The tap is closed on return; open connections get their last look first.
+    them). The tap is closed on return; open connections get their last look first. With
+    `background` (the default) the loop runs at idle CPU priority (`background_priority`). With
+    `bypass` (the eBPF filter the tap's sockets carry), connections the monitor is done with are
+    no longer copied to it (`TapBypass`); the caller closes it.
     """
     stop = stop if stop is not None else threading.Event()
     writer = _Writer(sinks, monitor.stats)
@@ -327,9 +396,12 @@ def run_monitor(
             writer.write([])
 
     try:
-        with _signals_set(stop):
+        with _signals_set(stop), background_priority(background):
+            monitor.collect_done = bypass is not None
             for batch in tap.batches(poll_interval):
                 emit(monitor.feed(batch))
+                if bypass is not None:
+                    _tell(bypass, monitor)
                 if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                     break
     finally:
@@ -354,6 +426,35 @@ class LabTarget:
     addresses: tuple[str, ...]
 
 
+# Frames above LARGE_FRAME bytes are copied up to CUT_SNAP bytes by default (`tap_for`). The first
+# 4 KiB of a frame hold what names a connection (request lines and headers, a TLS ClientHello,
+# a command); a frame of 16 KiB or more is a GSO burst of bulk data.
+LARGE_FRAME = 16 * 1024
+CUT_SNAP = 4096
+
+
+def tap_for(target: LabTarget, *, full_frames: bool = False) -> tuple[Tap, TapBypass | None]:
+    """The monitor's tap on a lab, and the bypass its sockets carry (to pass to `run_monitor` and
+    close after it), or None.
+
+    Where the kernel loads eBPF, each socket gets `TapBypass`'s filter: connections the monitor
+    is done with stop being copied, everything else is copied whole (`PodViews` keeps one copy
+    per packet). Elsewhere the classic filter `dedupe_filter` keeps one copy per packet in the
+    kernel and, unless `full_frames`, cuts large frames to their first `CUT_SNAP` bytes: a cut
+    frame is a gap in its TCP stream, after which the DPI stops parsing that connection, so L7
+    requests after a large transfer on it are not seen (docs/monitor.md)."""
+    bypass = TapBypass.create()
+    if bypass is not None:
+        try:
+            tap = Tap(target.interfaces, target.netns, ebpf=bypass.prog_fd, local_addresses=target.addresses)
+        except BaseException:
+            bypass.close()
+            raise
+        return tap, bypass
+    program = dedupe_filter(target.addresses, cut_large=None if full_frames else (LARGE_FRAME, CUT_SNAP))
+    return Tap(target.interfaces, target.netns, bpf=program, local_addresses=target.addresses), None
+
+
 def lab_target(state: LabState) -> LabTarget:
     """The tap target of a lab (every pod's veth in the node namespace)."""
     return LabTarget(
@@ -374,10 +475,13 @@ def monitor_lab(
     ready: threading.Event | None = None,
     on_events: Callable[[list[Event]], None] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    background: bool = True,
+    full_frames: bool = False,
 ) -> MonitorStats:
     """Monitor a lab's pods from its node by `policy` (inventory: the lab's own unless given).
 
-    `ready` is set once the tap is open, so a caller can start traffic without losing any.
+    `ready` is set once the tap is open, so a caller can start traffic without losing any;
+    `background`: at idle CPU priority (see `run_monitor`); `full_frames`: see `tap_for`.
     """
     if inventory is None:
         from podwall.inventory.loader import load_inventory
@@ -385,7 +489,13 @@ def monitor_lab(
         inventory = load_inventory([state.inventory])
     target = lab_target(state)
     monitor = Monitor.for_policy(policy, inventory, limits=limits, source=f"monitor:{target.netns}")
-    tap = Tap(target.interfaces, target.netns, local_addresses=target.addresses)
+    tap, bypass = tap_for(target, full_frames=full_frames)
     if ready is not None:
         ready.set()
-    return run_monitor(monitor, tap, sinks, duration=duration, stop=stop, on_events=on_events)
+    try:
+        return run_monitor(
+            monitor, tap, sinks, duration=duration, stop=stop, on_events=on_events, background=background, bypass=bypass
+        )
+    finally:
+        if bypass is not None:
+            bypass.close()

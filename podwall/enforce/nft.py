@@ -22,8 +22,10 @@ from podwall.core.types import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from podwall.enforce.plan import (
     MARK_ALLOW,
     MARK_DECIDE,
+    MARK_DENY,
     MARK_MASK,
     MARK_OBSERVE,
+    MARK_VALUE,
     AddressSet,
     KernelPlan,
     PortMatch,
@@ -232,9 +234,30 @@ def render_ruleset(plan: KernelPlan, table: str = TABLE) -> str:
         for family in (4, 6):
             lines += _set_lines(s, family)
     hook = f"type filter hook {{}} priority {PRIORITY}; policy accept;"
+    # A connection the worker (or the drift watcher) denied is refused here, before the Service
+    # DNAT: the reset is built from the packet as its sender addressed it (a cluster IP), so the
+    # client accepts it, and a bridged packet's reset leaves without passing NAT again. Later in
+    # the path (forward) the reset would carry the backend's address and be ignored.
+    denied = f"ct mark & 0x{MARK_VALUE:08x} == 0x{MARK_DENY:08x}"
+    lines += [
+        "\tchain prerouting {",
+        "\t\ttype filter hook prerouting priority mangle; policy accept;",
+        f"\t\t{denied} tcp flags & rst == 0 reject with tcp reset",
+        f"\t\t{denied} meta l4proto != tcp drop",
+        "\t}",
+    ]
     lines += ["\tchain forward {", "\t\t" + hook.format("forward"), "\t\tjump police", "\t}"]
     lines += ["\tchain input {", "\t\t" + hook.format("input"), '\t\tiifname "lo" accept', "\t\tjump police", "\t}"]
-    lines += ["\tchain output {", "\t\t" + hook.format("output"), '\t\toifname "lo" accept', "\t\tjump police", "\t}"]
+    # The node's own resets (the enforcer's, cutting a connection at both ends) carry no data and
+    # belong to no new connection: the policy has nothing to say about them.
+    lines += [
+        "\tchain output {",
+        "\t\t" + hook.format("output"),
+        '\t\toifname "lo" accept',
+        "\t\ttcp flags & rst == rst accept",
+        "\t\tjump police",
+        "\t}",
+    ]
     lines.append("\tchain police {")
     for family in (4, 6):
         for side in (Match().saddr, Match().daddr):

@@ -40,6 +40,14 @@ MARK_ALLOW = 0x00100000  # decided allowed: fast path for the rest of the connec
 MARK_DENY = 0x00200000  # decided denied: every further packet is reset/dropped
 MARK_DECIDE = 0x00300000  # the verdict needs userspace (application / L7): queue until decided
 MARK_OBSERVE = 0x00400000  # monitor/discover violation: queue so that userspace records it; accepted
+# The values above live in the low three bits of podwall's nibble; the fourth is a flag. On the
+# connection it says "a payload packet of this connection was queued already"; on a queued packet
+# it says "the flags below are set", and they tell the worker what only conntrack knows.
+MARK_VALUE = 0x00700000
+MARK_SEEN = 0x00800000  # conntrack mark: the connection has been queued before
+PKT_QUEUED = 0x00800000  # packet mark: podwall's queue rules flagged this packet
+PKT_FIRST = 0x00100000  # ... it is the first packet of its connection to be queued (a new connection)
+PKT_REPLY = 0x00200000  # ... it travels in the connection's reply direction (sent by the server)
 
 FAMILIES = (4, 6)
 Interval = tuple[int, int]  # inclusive, as integers of one address family

@@ -78,15 +78,25 @@ class RawResetter:
         if sock is None:
             # IPPROTO_RAW implies "header included" for both families on Linux.
             sock = self._socks[family] = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        packet = build_rst(target.client_ip, target.server_ip, target.client_port, target.server_port, target.seq)
-        sock.sendto(packet, (ip_text(target.server_ip), 0))
-        self.sent += 1
+        sends = [
+            (build_rst(target.client_ip, target.server_ip, target.client_port, target.server_port, target.seq),
+             target.server_ip),
+        ]  # fmt: skip
         if target.client_seq is not None:
             back = build_rst(
                 target.server_ip, target.client_ip, target.server_port, target.client_port, target.client_seq
             )
-            sock.sendto(back, (ip_text(target.client_ip), 0))
-            self.sent += 1
+            sends.append((back, target.client_ip))
+        # Each end is reset even when the other's reset cannot be sent; the first failure is raised.
+        failure: OSError | None = None
+        for packet, dst in sends:
+            try:
+                sock.sendto(packet, (ip_text(dst), 0))
+                self.sent += 1
+            except OSError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         for sock in self._socks.values():

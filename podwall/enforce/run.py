@@ -22,10 +22,15 @@
 
 Re-evaluation after a reload: established connections carry their verdict in the conntrack
 mark, and the kernel never asks again. After a policy change, every connection marked
-`MARK_ALLOW` is re-marked `MARK_DECIDE` (`conntrack -U --mark DECIDE/MASK`, per connection): its
-next packet is queued, the worker (whose sticky verdict is of the old version) judges it under
-the new policy, and an allowed connection gets its allow mark back without losing a packet.
-Denied connections were already reset at both ends and are left alone.
+`MARK_ALLOW` is re-marked `MARK_DECIDE | MARK_SEEN` (`conntrack -U --mark ...`, per connection):
+its next payload packet is queued (not as a new connection's first), the worker (whose sticky
+verdict is of the old version) judges it under the new policy with the application it recorded,
+and an allowed connection gets its allow mark back without losing a packet. Denied connections
+were already reset at both ends and are left alone.
+
+A changed inventory is a reload too; once the new table is applied, `service.json` reports the
+inventory's digest (`inventory_digest`), which a pod added to a running lab waits for before it
+may send (podwall/lab/scale.py).
 """
 
 from __future__ import annotations
@@ -48,11 +53,12 @@ from typing import Any
 from podwall.analysis.check import dns_service_groups
 from podwall.core.errors import PodwallError
 from podwall.core.events import Event
-from podwall.enforce.apply import Enforcer, in_netns, run
-from podwall.enforce.control import STATUS_FILE, read_quarantine, write_json
+from podwall.enforce.apply import Enforcer
+from podwall.enforce.conntrack import requeue_decided
+from podwall.enforce.control import STATUS_FILE, inventory_digest, read_quarantine, write_json
 from podwall.enforce.drift import DriftThread
 from podwall.enforce.iptables import QueueConfig
-from podwall.enforce.plan import MARK_ALLOW, MARK_DECIDE, MARK_MASK, KernelPlan, build_plan
+from podwall.enforce.plan import KernelPlan, build_plan
 from podwall.enforce.worker_process import WorkerSpec, worker_main
 from podwall.inventory.loader import load_inventory
 from podwall.inventory.model import Inventory
@@ -93,54 +99,6 @@ class _WorkerSlot:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Conntrack
-
-
-def _fields(line: str) -> tuple[str, dict[str, str], int] | None:
-    """(protocol, first src/dst/sport/dport, mark) of one `conntrack -L` line."""
-    parts = line.split()
-    if not parts:
-        return None
-    tuple_: dict[str, str] = {}
-    mark = 0
-    for part in parts[1:]:
-        key, sep, value = part.partition("=")
-        if not sep:
-            continue
-        if key in ("src", "dst", "sport", "dport") and key not in tuple_:
-            tuple_[key] = value
-        elif key == "mark":
-            mark = int(value)
-    return parts[0], tuple_, mark
-
-
-def requeue_decided(netns: str | None, runner: Callable[..., Any] = run) -> int:
-    """Re-mark every connection podwall had decided allowed as undecided, so that its next packet
-    is judged again by the workers (after a policy change). Returns how many were re-marked."""
-    count = 0
-    for family in ("ipv4", "ipv6"):
-        listing = runner(in_netns(netns, ["conntrack", "-L", "-f", family]), None)
-        if listing.returncode != 0:
-            log.warning("cannot list connections (%s): %s", family, (listing.stderr or "").strip())
-            continue
-        for line in listing.stdout.splitlines():
-            parsed = _fields(line)
-            if parsed is None:
-                continue
-            proto, t, mark = parsed
-            if mark & MARK_MASK != MARK_ALLOW or len(t) != 4:
-                continue
-            argv = ["conntrack", "-U", "-f", family, "-p", proto, "-s", t["src"], "-d", t["dst"]]
-            argv += ["--sport", t["sport"], "--dport", t["dport"], "-m", f"{MARK_DECIDE:#x}/{MARK_MASK:#x}"]
-            done = runner(in_netns(netns, argv), None)
-            if done.returncode == 0:
-                count += 1
-            else:  # the connection ended meanwhile, most likely
-                log.debug("cannot re-mark %s: %s", " ".join(argv), (done.stderr or "").strip())
-    return count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +153,7 @@ class EnforcerService:
         on_events: Callable[[list[Event]], None] | None = None,
         drift_interfaces: Sequence[str] = (),
         drift_addresses: Sequence[str] = (),
+        drift_refresh: Callable[[], tuple[Sequence[str], Sequence[str]]] | None = None,
     ) -> None:
         if fail not in ("open", "closed"):
             raise ServiceError(f"fail mode must be open or closed, not {fail!r}")
@@ -221,7 +180,11 @@ class EnforcerService:
         # Protocol drift after the verdict is watched from a tap on these pod veths (none: off).
         self.drift_interfaces = tuple(drift_interfaces)
         self.drift_addresses = tuple(drift_addresses)
+        # Called at start and on each reload for the current (interfaces, addresses), e.g. a lab's
+        # pods after one was added: the watcher follows them.
+        self.drift_refresh = drift_refresh
         self.drift: DriftThread | None = None
+        self.inventory_digest: str | None = None
         self.quarantine: list[str] = list(quarantine)
         self.quarantine_generation = 0
         self.quarantine_error: str | None = None
@@ -251,14 +214,18 @@ class EnforcerService:
     def _watched(self) -> list[Path]:
         return [self.policy_path, *self._inventory_paths]
 
-    def _load(self) -> tuple[Policy, Inventory | None, KernelPlan]:
-        """Parse and plan without touching anything (raises PodwallError on bad input)."""
+    def _load(self) -> tuple[Policy, Inventory | None, KernelPlan, str | None]:
+        """Parse and plan without touching anything (raises PodwallError on bad input); the last
+        item is the inventory files' digest (`control.inventory_digest`), None for a fixed one."""
         policy = parse_policy(self.policy_path.read_text(encoding="utf-8-sig"), str(self.policy_path))
         inventory = self._fixed_inventory
+        digest = None
         if self._inventory_paths:
+            # Read for the digest just before loading: a change in between is caught by the next poll.
+            digest = inventory_digest([p.read_bytes() for p in self._inventory_paths])
             inventory = load_inventory([str(p) for p in self._inventory_paths])
         plan = build_plan(policy, inventory or Inventory(), quarantine=self.quarantine)
-        return policy, inventory, plan
+        return policy, inventory, plan, digest
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -272,7 +239,7 @@ class EnforcerService:
         self._watch_stamp = _stamp(self._watched)
         self._digest = _digest(self._watched)
         try:
-            self.policy, self.inventory, self.plan = self._load()
+            self.policy, self.inventory, self.plan, digest = self._load()
         except OSError as exc:
             raise ServiceError(f"{exc.filename or self.policy_path}: {exc.strerror or exc}") from None
         self.version = 1
@@ -282,11 +249,10 @@ class EnforcerService:
                 self._spawn(slot)
             self._wait_ready(timeout=20.0)
             self.enforcer.apply(self.plan)
-            if self.drift_interfaces:
-                self.drift = DriftThread(
-                    self.netns, self.drift_interfaces, self.drift_addresses, *self._drift_judge(),
-                    source=f"drift:{self.netns or 'host'}",
-                )  # fmt: skip
+            self.inventory_digest = digest
+            if self.drift_refresh is not None:
+                self.drift_interfaces, self.drift_addresses = self._drift_targets()
+            self._start_drift()
         except BaseException:
             self.stop()
             raise
@@ -507,7 +473,7 @@ class EnforcerService:
         """Re-read the policy and inventory and switch to them; False (and nothing changed) when
         they do not load."""
         try:
-            policy, inventory, plan = self._load()
+            policy, inventory, plan, digest = self._load()
         except (PodwallError, OSError) as exc:
             self._error(f"reload refused, still enforcing version {self.version}: {exc}")
             return False
@@ -526,14 +492,51 @@ class EnforcerService:
         except PodwallError as exc:
             self._error(f"cannot apply version {self.version}: {exc} (the previous ruleset stays in force)")
             return False
+        # The address sets now hold the new inventory: say so at once (`lab_add_pod` waits for it
+        # before a new pod may send), then send decided connections back for a new look.
+        self.inventory_digest = digest
+        self._write_status("running")
         self.requeued = requeue_decided(self.netns)
-        if self.drift is not None:
-            self.drift.reload(*self._drift_judge())
+        self._refresh_drift()
         self.reloads += 1
         log.info("policy version %d in force; %d decided connection(s) sent back for re-evaluation",
                  self.version, self.requeued)  # fmt: skip
         self._status_dirty = True
         return True
+
+    def _drift_targets(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        assert self.drift_refresh is not None
+        try:
+            interfaces, addresses = self.drift_refresh()
+        except Exception as exc:  # a lab that cannot be read keeps the interfaces already watched
+            log.warning("cannot refresh the drift watcher's interfaces: %s", exc)
+            return self.drift_interfaces, self.drift_addresses
+        return tuple(interfaces), tuple(addresses)
+
+    def _start_drift(self) -> None:
+        if self.drift_interfaces:
+            self.drift = DriftThread(
+                self.netns, self.drift_interfaces, self.drift_addresses, *self._drift_judge(),
+                source=f"drift:{self.netns or 'host'}",
+            )  # fmt: skip
+
+    def _refresh_drift(self) -> None:
+        """A reload: judge drift by the new policy; tap new pod interfaces (`drift_refresh`)."""
+        if self.drift_refresh is not None:
+            targets = self._drift_targets()
+            if targets != (self.drift_interfaces, self.drift_addresses):
+                self.drift_interfaces, self.drift_addresses = targets
+                if self.drift is not None:
+                    self.drift.stop()
+                    self._unwritten.extend(self.drift.take_events())
+                    self.drift = None
+                try:
+                    self._start_drift()
+                except PodwallError as exc:
+                    self._error(f"cannot watch protocol drift on the new interfaces: {exc}")
+                return
+        if self.drift is not None:
+            self.drift.reload(*self._drift_judge())
 
     def _drift_judge(self) -> tuple[PolicyEngine, Resolver]:
         """The engine and identities the drift watcher judges a changed application by."""
@@ -613,6 +616,7 @@ class EnforcerService:
                 }
                 for s in self._slots
             ],
+            "inventory_digest": self.inventory_digest,
             "quarantine": self.quarantine,
             "quarantine_generation": self.quarantine_generation,
             "quarantine_error": self.quarantine_error,

@@ -8,20 +8,38 @@ both ends named by the inventory `Resolver` — the same `Observation` as offlin
 Verdicts (the iptables side saves the packet mark on the connection with `CONNMARK
 --save-mark` and then accepts or rejects by that connmark):
 
-- undecided (handshake, payload before detection): NF_ACCEPT without a mark, so the
-  connection's next packet comes back to the queue;
+- undecided (payload before detection): NF_ACCEPT without a mark, so the connection's next
+  payload packet comes back to the queue;
 - allowed, or a monitor/discover violation: NF_REPEAT with `mark_allow` (kernel fast path);
 - denied (protect): NF_REPEAT with `mark_deny` (the rule rejects with tcp-reset, towards the
   client) and a crafted RST towards the server (`podwall.enforce.reset`);
 - connections whose rules judge each L7 request (the candidate rules have `l7` matchers for
-  the connection's application) never get the allow mark: every packet comes back, new
+  the connection's application) never get the allow mark: every payload packet comes back, new
   requests are judged as they appear, and a refused one denies the connection. When L7
   inspection of such a connection is lost (a gap, a parser error, too many requests), the
   lost requests count as not admitted (fail closed);
 - a packet that does not decode as IP, or a bug in the engine: NF_DROP (fail closed).
 
-Verdicts are sticky per connection and policy version: `reload` swaps the policy and bumps
-the version, and a connection's next queued packet is judged again under the new policy.
+The verdict mark replaces only the bits of `mark_mask` (podwall's) of the packet's mark.
+
+**What the kernel tells the worker.** Podwall's queue rules (podwall/enforce/iptables.py) queue
+only packets that carry payload, and flag each (`flag_queued`): sent in the connection's reply
+direction (`flag_reply`), first packet of its conntrack entry to be queued (`flag_first`). A TCP
+flow whose handshake the worker did not see starts with a rebuilt SYN (from the end conntrack
+calls the originator, with the sequence number the packet implies) wherever the flow table would
+otherwise name the wrong end client by its ports, so client and server are conntrack's. A first
+packet always starts a new flow, even on an address/port pair the worker still holds (a reused
+pair is a new connection: it must not inherit the old one's verdict); so does a bare SYN, for
+rules that queue handshakes and set no flags.
+
+**Once decided, a connection leaves the flow table.** Its packets no longer reach the worker,
+so the worker keeps only a small record (5-tuple, application, verdict, policy version) and
+frees the flow with its DPI state. A packet that still arrives (queued before the verdict was
+saved, or sent back after a reload) is answered from the record: the same decision while the
+policy version is unchanged, else a new judgement with the recorded application. Verdicts
+without L7 requests are also cached per (client address, server address, transport, port,
+application, server name) and policy version, so a new connection between the same ends costs
+no policy evaluation.
 """
 
 from __future__ import annotations
@@ -29,9 +47,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from podwall.analysis.check import CheckedConversation, conversation_event
 from podwall.analysis.conversations import Conversation
@@ -44,6 +62,7 @@ from podwall.core.types import (
     PROTO_ICMPV6,
     PROTO_TCP,
     TCP_ACK,
+    TCP_SYN,
     Direction,
     Endpoint,
     Observation,
@@ -52,11 +71,14 @@ from podwall.core.types import (
 )
 from podwall.core.verdict import DENY, Verdict
 from podwall.datapath.decode import LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_RAW, Decoder
-from podwall.datapath.flows import Flow, FlowTable, default_dpi_factory
-from podwall.datapath.io.nfqueue import NF_ACCEPT, NF_DROP, NF_REPEAT, QueueMessage
+from podwall.datapath.flows import Flow, FlowTable, default_dpi_factory, server_side_by_port
+from podwall.datapath.io.nfqueue import NF_REPEAT, QueueMessage
 from podwall.datapath.io.pcap import Frame
 from podwall.dpi.base import L7Event
+from podwall.enforce.connstate import ConnState, FlowKeyTuple, Record, VerdictCache, flow_key
+from podwall.enforce.plan import MARK_ALLOW, MARK_DENY, MARK_MASK, PKT_FIRST, PKT_QUEUED, PKT_REPLY
 from podwall.enforce.reset import ResetTarget
+from podwall.enforce.verdicts import ACCEPT, DROP, Decision, VerdictQueue, send_verdicts
 from podwall.inventory.resolver import Resolver
 from podwall.policy.evaluate import PolicyEngine, normalize_app
 from podwall.policy.l7context import requests_of, server_name_of
@@ -67,35 +89,28 @@ __all__ = ["Decision", "EventSink", "ResetFn", "VerdictQueue", "Worker", "Worker
 
 log = logging.getLogger(__name__)
 
-Decision = tuple[int, int | None]  # (NF_* verdict, packet mark or None)
 EventSink = Callable[[Sequence[Event]], None]
 ResetFn = Callable[[ResetTarget], None]
 Requests = tuple[Mapping[str, object], ...]
 
-ACCEPT: Decision = (NF_ACCEPT, None)
-DROP: Decision = (NF_DROP, None)
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
 _ICMPS = frozenset((PROTO_ICMP, PROTO_ICMPV6))
+_SYN_ACK = TCP_SYN | TCP_ACK
 _L7_SHOWN = 16  # requests an event lists in its `l7` field
-
-
-class VerdictQueue(Protocol):
-    """What the worker needs from a queue (`podwall.datapath.io.nfqueue.NfQueue`, or a fake)."""
-
-    def recv(self, timeout: float | None = ..., max_messages: int = ...) -> list[QueueMessage]: ...
-
-    def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None: ...
-
-    def verdict_batch(self, max_id: int, verdict: int, mark: int | None = None) -> None: ...
+_RECORDS = 1 << 17  # decided connections remembered (oldest forgotten first)
+_CACHE = 4096  # cached verdicts per policy version
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """Marks the verdicts set (the iptables rules test the same values), and behaviour switches.
 
-    `batch`: send one batch verdict for a run of consecutive packet ids with the same verdict.
-    `reset_server`: send the crafted RST to the server of a denied TCP connection.
+    `mark_mask`: the bits of the packet mark a verdict mark replaces (the others are kept).
+    `flag_queued`, `flag_first`, `flag_reply`: the packet-mark flags of the queue rules (0: the
+    rules set none; see the module docstring). `batch`: send one batch verdict for a run of
+    consecutive packet ids with the same verdict. `reset_server`: send the crafted RST to the
+    server of a denied TCP connection.
     """
 
     mark_allow: int
@@ -103,6 +118,10 @@ class WorkerConfig:
     reset_server: bool = True
     batch: bool = True
     source: str = "nfqueue"
+    mark_mask: int = 0xFFFFFFFF
+    flag_queued: int = 0
+    flag_first: int = 0
+    flag_reply: int = 0
 
     def __post_init__(self) -> None:
         for name in ("mark_allow", "mark_deny"):
@@ -111,23 +130,17 @@ class WorkerConfig:
                 raise ValueError(f"{name} must be a non-zero 32-bit mark, not {value!r}")
         if self.mark_allow == self.mark_deny:
             raise ValueError(f"mark_allow and mark_deny must differ (both are {self.mark_allow:#x})")
+        for name in ("mark_allow", "mark_deny"):
+            if getattr(self, name) & ~self.mark_mask:
+                raise ValueError(f"{name} {getattr(self, name):#x} has bits outside mark_mask {self.mark_mask:#x}")
 
-
-class _Conn:
-    """What the worker remembers about one flow beyond the flow table."""
-
-    __slots__ = ("client", "final", "judged", "per_request", "reset_sent", "seen", "server", "server_ack", "version")
-
-    def __init__(self, version: int) -> None:
-        self.version = version
-        self.final: Decision | None = None  # the sticky decision, once there is one
-        self.per_request: bool | None = None  # None: not known yet (application undecided)
-        self.seen = 0  # DPI requests already judged
-        self.judged = False  # some request was judged (per-request connections)
-        self.client: Endpoint | None = None
-        self.server: Endpoint | None = None
-        self.server_ack: int | None = None  # the last ACK number the server sent
-        self.reset_sent = False
+    @classmethod
+    def podwall(cls, source: str = "nfqueue", **options: bool) -> WorkerConfig:
+        """The configuration matching podwall's own ruleset (plan.py marks, iptables.py flags)."""
+        return cls(
+            MARK_ALLOW, MARK_DENY, source=source, mark_mask=MARK_MASK, flag_queued=PKT_QUEUED,
+            flag_first=PKT_FIRST, flag_reply=PKT_REPLY, **options,
+        )  # fmt: skip
 
 
 class Worker:
@@ -146,7 +159,7 @@ class Worker:
         dns_service_groups: set[str] | None = None,
     ) -> None:
         self.config = config
-        self.resolver = resolver
+        self._resolver = resolver
         self._dns = dns_service_groups
         self.engine = self._engine(policy)
         self.version = 1
@@ -155,7 +168,9 @@ class Worker:
         self._clock = clock
         self.decoder = Decoder(limits, on_problem=self._problem, source=config.source)
         self.table = FlowTable(limits, dpi_factory=default_dpi_factory(limits))
-        self._conns: dict[Flow, _Conn] = {}
+        self._conns: dict[FlowKeyTuple, ConnState] = {}
+        self._records: OrderedDict[FlowKeyTuple, Record] = OrderedDict()
+        self._verdicts = VerdictCache(_CACHE)
         self._frame = Frame(0, 0.0, LINKTYPE_RAW, b"", 0)
         self._events: list[Event] = []
         self._resets: list[ResetTarget] = []
@@ -174,6 +189,8 @@ class Worker:
                 "resets",
                 "verdicts",
                 "batches",
+                "new_connections",
+                "cached_verdicts",
             ),
             0,
         )
@@ -186,11 +203,22 @@ class Worker:
 
     # -- policy ---------------------------------------------------------------------------
 
+    @property
+    def resolver(self) -> Resolver:
+        return self._resolver
+
+    @resolver.setter
+    def resolver(self, resolver: Resolver) -> None:
+        """A new inventory: cached verdicts named the ends by the old one."""
+        self._resolver = resolver
+        self._verdicts.clear()
+
     def reload(self, policy: Policy | PolicyEngine) -> int:
         """Use a new policy from the next packet on; returns the new policy version. Sticky
         verdicts of earlier versions are judged again when their connection's next packet comes."""
         self.engine = self._engine(policy)
         self.version += 1
+        self._verdicts.clear()
         return self.version
 
     # -- the loop -------------------------------------------------------------------------
@@ -212,7 +240,7 @@ class Worker:
                 log.exception("packet %d: internal error, dropped", msg.packet_id)
                 self.stats["errors"] += 1
                 decisions.append(DROP)
-        self._send(queue, messages, decisions)
+        self._last_id = send_verdicts(queue, messages, decisions, self._last_id, self.config.batch, self.stats)
         if self._resets:
             resets, self._resets = self._resets, []
             for target in resets:
@@ -229,39 +257,6 @@ class Worker:
         """Events not handed to a sink (there is none, or `decide` was called directly)."""
         events, self._events = self._events, []
         return events
-
-    def _send(self, queue: VerdictQueue, messages: Sequence[QueueMessage], decisions: list[Decision]) -> None:
-        n = len(messages)
-        i = 0
-        stats = self.stats
-        while i < n:
-            first = decisions[i]
-            j = i
-            # A batch verdict covers every waiting packet up to an id: only a run of consecutive
-            # ids following the last verdict is sure to hold no packet we have not judged.
-            start = messages[i].packet_id
-            contiguous = self._last_id is not None and start == (self._last_id + 1) & 0xFFFFFFFF
-            while (
-                j + 1 < n
-                and decisions[j + 1] == first
-                and messages[j + 1].packet_id == (messages[j].packet_id + 1) & 0xFFFFFFFF
-            ):
-                j += 1
-            if self.config.batch and not contiguous and j > i + 1:
-                # After a gap, the run's first packet alone: then the rest follows it without one.
-                queue.verdict(start, first[0], first[1])
-                stats["verdicts"] += 1
-                i += 1
-                contiguous = True
-            if self.config.batch and contiguous and j > i:
-                queue.verdict_batch(messages[j].packet_id, first[0], first[1])
-                stats["batches"] += 1
-            else:
-                for k in range(i, j + 1):
-                    queue.verdict(messages[k].packet_id, first[0], first[1])
-                    stats["verdicts"] += 1
-            self._last_id = messages[j].packet_id
-            i = j + 1
 
     def _reset(self, target: ResetTarget) -> None:
         if self._resetter is None:
@@ -283,6 +278,15 @@ class Worker:
 
     def decide(self, msg: QueueMessage) -> Decision:
         """The verdict and mark for one queued packet (events and resets are kept for `handle`)."""
+        decision = self._decide(msg)
+        mark = decision[1]
+        if mark is not None:
+            mask = self.config.mark_mask
+            mark |= msg.mark & ~mask & 0xFFFFFFFF
+            return (decision[0], mark)
+        return decision
+
+    def _decide(self, msg: QueueMessage) -> Decision:
         stats = self.stats
         stats["packets"] += 1
         frame = self._frame
@@ -298,19 +302,46 @@ class Worker:
         if pkt is None:
             stats["undecodable"] += 1
             return DROP
+        key = flow_key(pkt)
+        config = self.config
+        mark = msg.mark
+        flags = mark if mark & config.flag_queued else 0  # the queue rules' flags, when they set them
+        # A new connection: flagged so by the queue rules, or a bare SYN (rules that queue handshakes).
+        first = bool(flags & config.flag_first) or (pkt.proto == PROTO_TCP and pkt.tcp_flags & _SYN_ACK == TCP_SYN)
+        conn = self._conns.get(key)
+        record: Record | None = None
+        if first:
+            # A new conntrack entry: whatever the worker holds for this pair is another connection.
+            stats["new_connections"] += 1
+            self._records.pop(key, None)
+            if conn is not None:
+                self._forget(key, conn)
+                conn = None
+        elif conn is None:
+            record = self._records.get(key)
+            if record is not None:
+                if record.version == self.version:
+                    stats["sticky"] += 1
+                    return record.decision
+                del self._records[key]  # judged again below, as a flow that knows its application
+        if conn is None and pkt.proto == PROTO_TCP and flags and not pkt.tcp_flags & TCP_SYN:
+            from_server = bool(flags & config.flag_reply)
+            # The flow table names a mid-stream flow's client by its ports, else its first sender:
+            # a SYN is rebuilt only where that would name the wrong end.
+            by_port = server_side_by_port(pkt.sport, pkt.dport)
+            if (by_port is False) != from_server:
+                self._handshake(pkt, from_server)
         table = self.table
-        ended = table.add(pkt)
-        if ended:
-            conns = self._conns
-            for gone in ended:
-                conns.pop(gone, None)
+        self._add(pkt)
         flow = table.last_flow
         if flow is None:  # pragma: no cover - add() always sets it
             return DROP
         direction = table.last_direction
-        conn = self._conns.get(flow)
-        if conn is None:
-            conn = self._conns[flow] = _Conn(self.version)
+        if conn is None or conn.flow is not flow:
+            conn = self._conns[key] = ConnState(flow, self.version)
+            if record is not None and flow.app is None:
+                flow.inherited_app = record.app
+                flow.inherited_server_name = record.server_name
         if direction is Direction.S2C and pkt.tcp_flags & TCP_ACK and pkt.proto == PROTO_TCP:
             conn.server_ack = pkt.ack
         if conn.version != self.version:
@@ -322,15 +353,70 @@ class Worker:
         elif conn.final is not None:
             stats["sticky"] += 1
             return conn.final
-        return self._judge(flow, conn, pkt, direction)
+        decision = self._judge(flow, conn, pkt, direction)
+        if conn.final is not None:
+            self._retire(key, conn)
+        return decision
 
-    def _judge(self, flow: Flow, conn: _Conn, pkt: Packet, direction: Direction) -> Decision:
+    def _add(self, pkt: Packet) -> None:
+        """Account a packet in the flow table; forget the worker's state of the flows that ended."""
+        conns = self._conns
+        for gone in self.table.add(pkt):
+            k = gone.key
+            gone_key = (k.proto, k.ip_a, k.port_a, k.ip_b, k.port_b)  # FlowKey orders the ends as flow_key does
+            old = conns.get(gone_key)
+            if old is not None and old.flow is gone:
+                del conns[gone_key]
+
+    def _handshake(self, pkt: Packet, from_server: bool) -> None:
+        """Feed the flow table the SYN this mid-connection packet implies: it names the client as
+        conntrack does and starts the client's stream where the packet says it started (the
+        server's stream starts at its first segment, as without a SYN-ACK)."""
+        if from_server:
+            client, cport, server, sport, isn = pkt.dst, pkt.dport, pkt.src, pkt.sport, pkt.ack - 1
+        else:
+            client, cport, server, sport, isn = pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.seq - 1
+        syn = Packet(pkt.ts, client, server, PROTO_TCP, cport, sport, tcp_flags=TCP_SYN, seq=isn & 0xFFFFFFFF)
+        syn.frame = pkt.frame
+        self._add(syn)
+
+    def _forget(self, key: FlowKeyTuple, conn: ConnState) -> None:
+        """Drop a flow from the worker and its flow table (its DPI state goes with it)."""
+        del self._conns[key]
+        # The flow table has no public removal (yet): its two maps are keyed like `flow_key`. Should
+        # they change, flows are left to the table's timeouts (memory, not correctness).
+        table = self.table
+        forget = getattr(table, "forget", None)
+        if forget is not None:
+            forget(conn.flow)
+            return
+        for held in (getattr(table, "_open", None), getattr(table, "_closed", None)):
+            if isinstance(held, dict) and held.get(key) is conn.flow:
+                del held[key]
+
+    def _retire(self, key: FlowKeyTuple, conn: ConnState) -> None:
+        """A final decision: keep a record of the connection, free its flow."""
+        assert conn.final is not None
+        records = self._records
+        if len(records) >= _RECORDS:
+            records.popitem(last=False)
+        records[key] = Record(conn.flow, conn.final, conn.version)
+        self._forget(key, conn)
+
+    def _judge(self, flow: Flow, conn: ConnState, pkt: Packet, direction: Direction) -> Decision:
         dpi = flow.dpi
         if dpi is not None and dpi.app is None and flow.inherited_app is None:
             self.stats["undecided"] += 1
             return ACCEPT
+        if conn.per_request is None:
+            cached = self._verdicts.get(flow)
+            if cached is not None:
+                verdict, per_request = cached
+                if not per_request and not verdict.violation:
+                    self.stats["cached_verdicts"] += 1
+                    return self._apply(flow, conn, pkt, direction, verdict, True, ())
         if conn.client is None or conn.server is None:
-            resolve = self.resolver.resolve
+            resolve = self._resolver.resolve
             conn.client = resolve(ip_text(flow.client_ip), flow.client_port)
             conn.server = resolve(ip_text(flow.server_ip), flow.server_port)
         if conn.per_request is None:
@@ -338,12 +424,15 @@ class Worker:
         if not conn.per_request:
             requests = requests_of(dpi.requests, dpi.requests_truncated) if dpi is not None else ()
             verdict = self.engine.evaluate(self._observation(flow, conn.client, conn.server, requests))
+            self._verdicts.put(flow, requests, verdict, False)
             return self._apply(flow, conn, pkt, direction, verdict, True, ())
         self.stats["per_request"] += 1
         assert dpi is not None  # per-request needs L7 candidates, which need an application
         events: list[L7Event] = dpi.requests
-        lost = dpi.requests_truncated or (dpi.done and (flow.gaps > 0 or dpi.error is not None))
         finished = dpi.done  # nothing more will be parsed: this judgement is the last one
+        if not finished and len(events) == conn.seen and not dpi.requests_truncated:
+            return ACCEPT  # the common case, a packet inside a request or a response: nothing new
+        lost = dpi.requests_truncated or (finished and (flow.gaps > 0 or dpi.error is not None))
         fresh = events[conn.seen :]
         conn.seen = len(events)
         requests = requests_of(fresh, lost)
@@ -381,7 +470,7 @@ class Worker:
     def _apply(
         self,
         flow: Flow,
-        conn: _Conn,
+        conn: ConnState,
         pkt: Packet,
         direction: Direction,
         verdict: Verdict,
@@ -408,7 +497,7 @@ class Worker:
         return decision
 
     @staticmethod
-    def _target(flow: Flow, conn: _Conn, pkt: Packet, direction: Direction) -> ResetTarget:
+    def _target(flow: Flow, conn: ConnState, pkt: Packet, direction: Direction) -> ResetTarget:
         if conn.server_ack is not None:
             seq = conn.server_ack
         elif direction is Direction.C2S:
@@ -418,10 +507,13 @@ class Worker:
         client_seq = pkt.ack if direction is Direction.C2S and pkt.tcp_flags & TCP_ACK else None
         return ResetTarget(flow.client_ip, flow.client_port, flow.server_ip, flow.server_port, seq, client_seq)
 
-    def _event(self, flow: Flow, conn: _Conn, verdict: Verdict, requests: Requests) -> Event:
+    def _event(self, flow: Flow, conn: ConnState, verdict: Verdict, requests: Requests) -> Event:
         """A violation event in the offline check's schema (one session of one conversation)."""
+        if conn.client is None or conn.server is None:
+            resolve = self._resolver.resolve
+            conn.client = resolve(ip_text(flow.client_ip), flow.client_port)
+            conn.server = resolve(ip_text(flow.server_ip), flow.server_port)
         client, server = conn.client, conn.server
-        assert client is not None and server is not None
         port = 0 if flow.proto in _ICMPS else flow.server_port
         label = app_label(flow.app, flow.proto, flow.server_port)
         conv = Conversation(client.group, server.group, port, flow.proto, label, client, server)

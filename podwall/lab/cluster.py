@@ -28,7 +28,7 @@ from podwall.lab import netlink
 from podwall.lab.plan import LabPlan, plan_lab
 from podwall.lab.servers import Launch, ServerError, missing_programs, prepare_server
 from podwall.lab.spec import LabSpec, load_lab
-from podwall.lab.state import STATE_FILE, LabState, PodRecord, ProcessRecord, load_state
+from podwall.lab.state import SPEC_FILE, STATE_FILE, LabState, PodRecord, ProcessRecord, load_state
 
 DEFAULT_STATE_ROOT = Path("/run/podwall/lab")
 ETC_NETNS = Path("/etc/netns")
@@ -231,6 +231,7 @@ def lab_up(spec: LabSpec | str | Path, root: str | Path | None = None) -> LabSta
     os.chmod(lab_dir, 0o711)
     state = _initial_state(plan, lab_dir, spec_file)
     state.save()
+    (lab_dir / SPEC_FILE).write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
     try:
         netlink.create_node(plan)
         for pod in plan.pods:

@@ -97,8 +97,11 @@ def create_node(plan: LabPlan) -> None:
     sysctl(name, settings)
 
 
-def create_pod(plan: LabPlan, pod: PodPlan) -> None:
-    """A pod namespace whose eth0 is one end of a veth; the other end is a port of the node's bridge."""
+def create_pod(plan: LabPlan, pod: PodPlan, attach: bool = True) -> None:
+    """A pod namespace whose eth0 is one end of a veth; the other end is a port of the node's bridge.
+
+    With `attach` False the node's end stays down: the pod is fully configured but can send
+    nothing until `attach_pod` (a pod added to a running lab waits for the enforcer first)."""
     netns.create(pod.netns)
     with NetNS(plan.node_netns) as node:
         node.link("add", ifname=pod.veth, kind="veth", peer={"ifname": POD_IFNAME, "net_ns_fd": pod.netns})
@@ -108,7 +111,8 @@ def create_pod(plan: LabPlan, pod: PodPlan) -> None:
         # Hairpin: with br_netfilter, a pod reaching itself through its service is DNATed on the
         # bridge path and must leave by the port it came in on (the bridge CNI's hairpinMode).
         node.brport("set", index=index, mode=1)
-        node.link("set", index=index, state="up")
+        if attach:
+            node.link("set", index=index, state="up")
     with NetNS(pod.netns) as ipr:
         _up(ipr, "lo")
         eth = ipr.link_lookup(ifname=POD_IFNAME)[0]
@@ -125,6 +129,12 @@ def create_pod(plan: LabPlan, pod: PodPlan) -> None:
         ipr.route("add", dst="0.0.0.0/0", gateway=str(plan.gateway4.ip))
         if pod.ipv6 is not None and plan.gateway6 is not None:
             ipr.route("add", dst="::/0", gateway=str(plan.gateway6.ip), family=10)
+
+
+def attach_pod(plan: LabPlan, pod: PodPlan) -> None:
+    """Bring the node's end of a pod's veth up: from now on the pod reaches the bridge."""
+    with NetNS(plan.node_netns) as node:
+        node.link("set", index=node.link_lookup(ifname=pod.veth)[0], state="up")
 
 
 def links_in(ns: str) -> list[str]:

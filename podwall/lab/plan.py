@@ -7,13 +7,16 @@ without touching the kernel.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
 from podwall.enforce.nft import NatService
-from podwall.lab.spec import LabSpec, Server
+from podwall.lab.spec import DeploymentSpec, LabSpec, PodSpec, Server
+
+PodTemplate = DeploymentSpec | PodSpec
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -141,6 +144,14 @@ class LabPlan:
         lines = [f"search {' '.join(search)}", f"nameserver {dns if dns is not None else '127.0.0.1'}"]
         return "\n".join(lines) + "\n"
 
+    def with_pods(self, extra: tuple[PodPlan, ...]) -> LabPlan:
+        """This plan with pods added to the running lab (`lab_add_pod`): services select them too."""
+        pods = self.pods + extra
+        services = tuple(
+            dataclasses.replace(svc, endpoints=_endpoints(svc.selector, svc.namespace, pods)) for svc in self.services
+        )
+        return dataclasses.replace(self, pods=pods, services=services)
+
     def nat_services(self) -> list[NatService]:
         out: list[NatService] = []
         for svc in self.services:
@@ -205,6 +216,39 @@ def _allocate(net: ipaddress.IPv4Network | ipaddress.IPv6Network, taken: set[IPA
     raise ValueError(f"{net} has no free address left")  # spec checks leave room; this is a guard
 
 
+def replica_name(spec: LabSpec, deployment: DeploymentSpec, replica: int) -> str:
+    """The pod name of a Deployment's replica: `<name>-<template hash>-<suffix>`, as Kubernetes forms it."""
+    template_hash = _token(f"{spec.name}/{deployment.namespace}/{deployment.name}", 9)
+    return f"{deployment.name}-{template_hash}-{_token(f'{template_hash}/{replica}', 5)}"
+
+
+def pod_plan(spec: LabSpec, name: str, workload: str, kind: str, template: PodTemplate, index: int) -> PodPlan:
+    """One pod of the lab: its names and the `index`-th addresses of the pod CIDRs (.1 is the node's)."""
+    pod4 = ipaddress.IPv4Network(spec.podCIDR)
+    pod6 = ipaddress.IPv6Network(spec.podCIDRv6) if spec.podCIDRv6 else None
+    if not 2 <= index < pod4.num_addresses - 1 or (pod6 is not None and index >= pod6.num_addresses - 1):
+        raise ValueError(f"the pod CIDR {spec.podCIDR} has no address left for pod {name}")
+    return PodPlan(
+        name=name,
+        namespace=template.namespace,
+        workload=workload,
+        kind=kind,
+        labels=dict(template.labels),
+        image=template.image,
+        server=template.server,
+        netns=netns_name(spec.name, name),
+        veth=veth_name(spec.name, name),
+        ipv4=pod4[index],
+        ipv6=pod6[index] if pod6 else None,
+    )
+
+
+def _endpoints(selector: dict[str, str], namespace: str, pods: tuple[PodPlan, ...]) -> tuple[str, ...]:
+    return tuple(
+        p.name for p in pods if p.namespace == namespace and all(p.labels.get(k) == v for k, v in selector.items())
+    )
+
+
 def plan_lab(spec: LabSpec) -> LabPlan:
     """Names and addresses of everything in the lab, in file order (deployments, then bare pods)."""
     pod4 = ipaddress.IPv4Network(spec.podCIDR)
@@ -212,50 +256,25 @@ def plan_lab(spec: LabSpec) -> LabPlan:
     gateway4 = ipaddress.IPv4Interface(f"{pod4[1]}/{pod4.prefixlen}")
     gateway6 = ipaddress.IPv6Interface(f"{pod6[1]}/{pod6.prefixlen}") if pod6 else None
     pods: list[PodPlan] = []
-    index = 2  # .0 is the network, .1 the node's bridge
-
-    def add(name: str, workload: str, kind: str, template: Any) -> None:
-        nonlocal index
-        pods.append(
-            PodPlan(
-                name=name,
-                namespace=template.namespace,
-                workload=workload,
-                kind=kind,
-                labels=dict(template.labels),
-                image=template.image,
-                server=template.server,
-                netns=netns_name(spec.name, name),
-                veth=veth_name(spec.name, name),
-                ipv4=pod4[index],
-                ipv6=pod6[index] if pod6 else None,
-            )
-        )
-        index += 1
-
     for d in spec.deployments:
-        template_hash = _token(f"{spec.name}/{d.namespace}/{d.name}", 9)
         for r in range(d.replicas):
-            add(f"{d.name}-{template_hash}-{_token(f'{template_hash}/{r}', 5)}", d.name, "Deployment", d)
+            pods.append(pod_plan(spec, replica_name(spec, d, r), d.name, "Deployment", d, 2 + len(pods)))
     for p in spec.pods:
-        add(p.name, p.name, "Pod", p)
+        pods.append(pod_plan(spec, p.name, p.name, "Pod", p, 2 + len(pods)))
 
     taken4: set[IPAddress] = {ipaddress.ip_address(s.clusterIP) for s in spec.services if s.clusterIP}
     taken6: set[IPAddress] = {ipaddress.ip_address(s.clusterIPv6) for s in spec.services if s.clusterIPv6}
     svc4 = ipaddress.IPv4Network(spec.serviceCIDR)
     svc6 = ipaddress.IPv6Network(spec.serviceCIDRv6) if spec.serviceCIDRv6 else None
     services: list[ServicePlan] = []
+    all_pods = tuple(pods)
     for s in spec.services:
         ips: list[IPAddress] = [ipaddress.ip_address(s.clusterIP) if s.clusterIP else _allocate(svc4, taken4)]
         if s.clusterIPv6:
             ips.append(ipaddress.ip_address(s.clusterIPv6))
         elif svc6 is not None:
             ips.append(_allocate(svc6, taken6))
-        endpoints = tuple(
-            p.name
-            for p in pods
-            if p.namespace == s.namespace and all(p.labels.get(k) == v for k, v in s.selector.items())
-        )
+        endpoints = _endpoints(s.selector, s.namespace, all_pods)
         ports = tuple(PortPlan(p.name, p.port, p.targetPort or p.port, p.protocol) for p in s.ports)
         services.append(ServicePlan(s.name, s.namespace, dict(s.selector), tuple(ips), ports, endpoints))
-    return LabPlan(spec, netns_name(spec.name, "node"), gateway4, gateway6, tuple(pods), tuple(services))
+    return LabPlan(spec, netns_name(spec.name, "node"), gateway4, gateway6, all_pods, tuple(services))

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "state.json"
+SPEC_FILE = "spec.json"  # the validated LAB.yaml the lab was built from (pods are added from it)
+ADDED_FILE = "added.json"  # pods added to the running lab (`podwall.lab.scale`)
 STATE_VERSION = 1
 
 

@@ -27,7 +27,7 @@ from podwall.enforce.apply import Enforcer
 from podwall.enforce.drift import DriftThread
 from podwall.enforce.iptables import QueueConfig
 from podwall.enforce.monitor import lab_target
-from podwall.enforce.plan import MARK_ALLOW, MARK_DENY, build_plan
+from podwall.enforce.plan import build_plan
 from podwall.enforce.reset import RawResetter
 from podwall.enforce.worker import Worker, WorkerConfig
 from podwall.inventory.loader import load_inventory
@@ -138,7 +138,7 @@ def enforced(lab: LabState) -> Iterator[DriftThread]:
         worker = Worker(
             policy,
             resolver,
-            WorkerConfig(MARK_ALLOW, MARK_DENY),
+            WorkerConfig.podwall(),
             resetter=resetter,
             dns_service_groups=dns_service_groups(inventory, resolver),
         )

@@ -12,6 +12,8 @@ stops it (ruleset removed) in its teardown.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import json
 import os
 import secrets
 import shutil
@@ -33,9 +35,13 @@ from podwall.datapath.io.pcapwriter import PcapWriter
 from podwall.enforce.apply import remove_ruleset
 from podwall.enforce.control import QUARANTINE_FILE, read_status
 from podwall.enforce.monitor import lab_target
+from podwall.enforce.plan import build_plan
+from podwall.inventory.loader import load_inventory
 from podwall.lab.cluster import exec_in_pod, lab_down, lab_up, pod_command, resolve_pod
-from podwall.lab.spec import parse_lab
+from podwall.lab.scale import lab_add_pod, lab_remove_pod
+from podwall.lab.spec import PodSpec, parse_lab
 from podwall.lab.state import LabState
+from podwall.policy.formats.podwall_yaml import parse_policy
 from podwall.store.events import EventStore
 
 DEMO = Path(__file__).resolve().parents[2] / "podwall" / "lab" / "demo.yaml"
@@ -422,12 +428,59 @@ def test_reload_keeps_established_connections_and_applies_new_rules(
         holder.wait(10)
 
 
-def test_new_pod_is_covered_from_its_first_packet() -> None:
-    """A pod added to the running lab is enforced from its first packet."""
-    pytest.skip(
-        "the lab cannot add a pod to a running lab (podwall/lab has only up/down); the enforcer re-plans "
-        "without restart when the inventory file changes, but that is not exercised with a real new pod here"
-    )
+def _set_holds(lab: LabState, set_name: str, ip: str) -> bool:
+    """Whether the enforcer's nft set `set_name` (of table inet podwall) holds address `ip`."""
+    done = subprocess.run(["ip", "netns", "exec", lab.node_netns, "nft", "-j", "list", "set", "inet", "podwall",
+                           set_name], capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    addr = ipaddress.ip_address(ip)
+    for obj in json.loads(done.stdout)["nftables"]:
+        for elem in obj.get("set", {}).get("elem", []):
+            if isinstance(elem, str):
+                held = ipaddress.ip_address(elem) == addr
+            elif "prefix" in elem:
+                held = addr in ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}")
+            else:
+                lo, hi = (ipaddress.ip_address(x) for x in elem["range"])
+                held = lo <= addr <= hi
+            if held:
+                return True
+    return False
+
+
+def _group_set(lab: LabState, policy: Path, group: str) -> str:
+    """The name of the IPv4 set standing for `group` in the table the enforcer renders."""
+    plan = build_plan(parse_policy(policy.read_text(), str(policy)), load_inventory([lab.inventory]))
+    return next(s.name for s in plan.groups if s.group == group) + "_v4"
+
+
+def test_new_pod_is_covered_from_its_first_packet(
+    lab: LabState, policies: dict[str, Path], enforce: Callable[..., Enforcing]
+) -> None:
+    """Pods added to the running lab are in the enforcer's address sets before they can send: a new
+    replica of `node` gets PONG from redis on its very first connection (an address the sets do not
+    know is refused in protect mode), and a new pod of an unknown workload is refused with nothing
+    reaching redis. Removed again, they leave the sets."""
+    enforce(policies["protect"])
+    added: list[str] = []
+    try:
+        replica = lab_add_pod(lab, replica_of="demo/node")
+        added.append(replica.name)
+        # lab_add_pod returned: the pod may send now, and the enforcer already knows it.
+        assert _set_holds(lab, _group_set(lab, policies["protect"], "nv.node.demo"), replica.ips[0])
+        assert _redis_cli(lab, replica.name) == "PONG"
+        stranger = lab_add_pod(lab, pod=PodSpec(name="stranger", namespace="demo", labels={"app": "stranger"}))
+        added.append(stranger.name)
+        assert _set_holds(lab, "pods_v4", stranger.ips[0])
+        before = _redis_stats(lab)
+        assert _client(lab, "stranger", PING).startswith("error")
+        after = _redis_stats(lab)
+        assert after["total_connections_received"] - before["total_connections_received"] == 1  # INFO only
+        assert after["total_commands_processed"] - before["total_commands_processed"] == 1
+    finally:
+        for name in reversed(added):
+            lab_remove_pod(lab, name)
+    assert not _set_holds(lab, "pods_v4", replica.ips[0]) and not _set_holds(lab, "pods_v4", stranger.ips[0])
 
 
 _DRIFT_CLIENT = """
@@ -437,6 +490,7 @@ addr = socket.getaddrinfo("redis", 6379, family, socket.SOCK_STREAM)[0][4]
 s = socket.socket(family, socket.SOCK_STREAM)
 s.settimeout(5)
 s.connect(addr)
+print("port", s.getsockname()[1])
 s.sendall(b"*1\\r\\n$4\\r\\nPING\\r\\n")
 print("first", s.recv(64).decode().strip()); sys.stdout.flush()
 time.sleep(0.5)
@@ -460,21 +514,26 @@ except ConnectionResetError:
 
 
 @pytest.mark.parametrize("family", ["4", "6"], ids=["ipv4", "ipv6"])
-def test_protocol_change_after_the_verdict_is_detected_through_a_service(
+def test_protocol_change_after_the_verdict_is_cut_through_a_service(
     lab: LabState, policies: dict[str, Path], enforce: Callable[..., Enforcing], family: str
 ) -> None:
     """A node pod that speaks Redis (allowed, decided once) and then HTTP on the same connection
-    through the Service address: `podwall enforce`'s drift watcher records the change as a deny."""
+    through the Service address: `podwall enforce`'s drift watcher cuts it at both ends (the client
+    sees a reset, redis no longer holds the connection) and records a deny, every time."""
     e = enforce(policies["protect"])
-    done = exec_in_pod(lab, "node", [sys.executable, "-c", _DRIFT_CLIENT, family], timeout=60, capture=True)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.split()
-    assert lines[:2] == ["first", "+PONG"], done.stdout
-    # Through a Service address the cut itself is not yet reliable (about half the runs, both
-    # families): the reset toward the backend can be refused on output (EPERM) and the kernel's
-    # tcp-reset of later packets skips the Service NAT. Detection and the recorded deny below hold;
-    # the cut is asserted pod to pod in tests/lab/test_drift.py and listed as open in issue 5's note.
-    assert lines[-1] in ("reset", "closed", "open"), done.stdout
-    events = _until(lambda: [x for x in e.events() if x.application == "http"])
-    assert events and events[0].verdict is not None and events[0].verdict.action == "deny", e.text()
+    node_ip = resolve_pod(lab, "node").ips[0 if family == "4" else 1]
+    for attempt in range(3):
+        done = exec_in_pod(lab, "node", [sys.executable, "-c", _DRIFT_CLIENT, family], timeout=60, capture=True)
+        assert done.returncode == 0, done.stderr
+        out = done.stdout.split()
+        assert out[2:4] == ["first", "+PONG"], done.stdout
+        assert out[-1] in ("reset", "closed"), (attempt, done.stdout, e.text())
+        port = out[1]
+        peer = f"{node_ip}:{port}"  # redis writes an IPv6 peer as [address]:port
+        gone = _until(lambda p=peer: p not in [a.replace("[", "").replace("]", "") for a in _redis_clients(lab)], 5)
+        assert gone, f"redis still holds the cut connection from {peer}"
+    events = _until(lambda: [x for x in e.events() if x.application == "http"] if len(e.events()) >= 3 else [])
+    assert len(events) == 3, [x.message for x in e.events()]
+    assert all(x.verdict is not None and x.verdict.action == "deny" for x in events)
+    assert all("application changed from redis to http" in x.message for x in events)
     assert _redis_cli(lab, "node") == "PONG"  # a new, plain Redis connection is still fine

@@ -130,13 +130,17 @@ def _connect(lab: LabState, pod: str, host: str, port: int, payload: str, timeou
     return done.stdout.split()
 
 
-def _redis_connections(lab: LabState) -> int:
-    """Connections redis has accepted so far (this question's own included), asked inside the
-    redis pod over loopback, which the node's ruleset does not see."""
+def _redis_stat(lab: LabState, name: str) -> int:
+    """One of redis's `INFO stats` counters (this question's own connection and command included),
+    asked inside the redis pod over loopback, which the node's ruleset does not see."""
     done = exec_in_pod(lab, "redis", ["redis-cli", "-h", "127.0.0.1", "INFO", "stats"], timeout=20, capture=True)
     assert done.returncode == 0, done.stderr
-    line = next(x for x in done.stdout.splitlines() if x.startswith("total_connections_received:"))
+    line = next(x for x in done.stdout.splitlines() if x.startswith(name + ":"))
     return int(line.split(":")[1])
+
+
+def _redis_connections(lab: LabState) -> int:
+    return _redis_stat(lab, "total_connections_received")
 
 
 @pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
@@ -205,18 +209,19 @@ def test_userspace_connection_without_worker_follows_fail_mode(
     lab: LabState, inventory: Inventory, fail_open: bool, expected: str
 ) -> None:
     """A connection whose rule names an application goes to NFQUEUE; with no worker listening it
-    passes when failing open and gets nowhere when failing closed."""
+    passes when failing open and gets nowhere when failing closed: the handshake completes (only
+    payload is queued) but the command never reaches redis."""
     e = Enforcer(lab.node_netns, QueueConfig(fail_open=fail_open))
     rule = {"id": 3, "from": "intruder", "to": "redis", "ports": ["tcp/6379"], "applications": ["redis"]}
     try:
         e.apply(build_plan(_policy(rule), inventory))
-        before = _redis_connections(lab)
+        before = _redis_stat(lab, "total_commands_processed")
         t = time.monotonic()
         result = _connect(lab, "intruder", _ip(lab, "redis", 4), 6379, PING, timeout=1.5)
         assert result[0] == expected, result
         if not fail_open:
             assert result[1] in ("TimeoutError", "timeout") and time.monotonic() - t >= 1.0
-            assert _redis_connections(lab) == before + 1  # the second question only
+            assert _redis_stat(lab, "total_commands_processed") == before + 1  # the second question only
     finally:
         e.remove()
 

@@ -16,7 +16,6 @@ import os
 import select
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -116,6 +115,18 @@ _U32 = struct.Struct("!I")
 _TS = struct.Struct("!QQ")
 _ERRNO = struct.Struct("=i")
 _HDR_LEN = _NLMSG.size + _NFGEN.size  # 20
+
+_U32_ATTRS = {
+    NFQA_MARK: "mark",
+    NFQA_IFINDEX_INDEV: "indev",
+    NFQA_IFINDEX_OUTDEV: "outdev",
+    NFQA_IFINDEX_PHYSINDEV: "physindev",
+    NFQA_IFINDEX_PHYSOUTDEV: "physoutdev",
+    NFQA_CAP_LEN: "cap_len",
+    NFQA_SKB_INFO: "skb_info",
+}
+
+_U32_SLOTS = max(_U32_ATTRS) + 1
 
 _RECV_BUFFER = 256 * 1024  # one message: a 64 KiB payload plus headers, with room to spare
 _DEFAULT_RCVBUF = 8 * 1024 * 1024
@@ -239,66 +250,54 @@ def encode_verdict_batch(queue: int, max_id: int, verdict: int, mark: int | None
 # -- decoding ---------------------------------------------------------------------------------
 
 
-def _attrs(data: bytes | memoryview, off: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(type, value start, value end) of each attribute in [off, end); raises ValueError when one
-    overruns the message."""
-    while off + _NLA.size <= end:
-        size, kind = _NLA.unpack_from(data, off)
-        if size < _NLA.size or off + size > end:
-            raise ValueError(f"attribute of length {size} at byte {off} overruns the message (ends at {end})")
-        yield kind & NLA_TYPE_MASK, off + _NLA.size, off + size
-        off += (size + 3) & ~3
-
-
-def _u32(data: bytes | memoryview, start: int, stop: int, what: str) -> int:
-    if stop - start < 4:
-        raise ValueError(f"{what} attribute holds {stop - start} bytes, 4 needed")
-    return int(_U32.unpack_from(data, start)[0])
-
-
 def _packet(data: bytes | memoryview, off: int, end: int, queue: int) -> QueueMessage:
-    msg: QueueMessage | None = None
-    mark = indev = outdev = physin = physout = skb_info = 0
-    cap_len: int | None = None
+    # The hot path of every queued packet: one pass over the attributes, no helper calls; the
+    # 32-bit attributes land in `values` by type.
+    nla = _NLA.unpack_from
+    u32 = _U32.unpack_from
+    header: tuple[int, int, int] | None = None
+    values = [0] * _U32_SLOTS
+    values[NFQA_CAP_LEN] = -1
     ts: float | None = None
     payload = b""
-    for kind, start, stop in _attrs(data, off, end):
-        if kind == NFQA_PACKET_HDR:
-            if stop - start < _PKT_HDR.size:
-                raise ValueError(f"packet header attribute holds {stop - start} bytes, {_PKT_HDR.size} needed")
-            pid, hw, hook = _PKT_HDR.unpack_from(data, start)
-            msg = QueueMessage(pid, hw, hook, b"", queue=queue)
-        elif kind == NFQA_PAYLOAD:
-            payload = bytes(data[start:stop])
-        elif kind == NFQA_MARK:
-            mark = _u32(data, start, stop, "mark")
-        elif kind == NFQA_IFINDEX_INDEV:
-            indev = _u32(data, start, stop, "indev")
-        elif kind == NFQA_IFINDEX_OUTDEV:
-            outdev = _u32(data, start, stop, "outdev")
-        elif kind == NFQA_IFINDEX_PHYSINDEV:
-            physin = _u32(data, start, stop, "physindev")
-        elif kind == NFQA_IFINDEX_PHYSOUTDEV:
-            physout = _u32(data, start, stop, "physoutdev")
-        elif kind == NFQA_CAP_LEN:
-            cap_len = _u32(data, start, stop, "cap_len")
-        elif kind == NFQA_SKB_INFO:
-            skb_info = _u32(data, start, stop, "skb_info")
-        elif kind == NFQA_TIMESTAMP and stop - start >= _TS.size:
-            sec, usec = _TS.unpack_from(data, start)
+    while off + 4 <= end:
+        size, kind = nla(data, off)
+        stop = off + size
+        if size < 4 or stop > end:
+            raise ValueError(f"attribute of length {size} at byte {off} overruns the message (ends at {end})")
+        kind &= NLA_TYPE_MASK
+        if kind == NFQA_PAYLOAD:
+            payload = bytes(data[off + 4 : stop])
+        elif kind in _U32_ATTRS:
+            if size < 8:
+                raise ValueError(f"{_U32_ATTRS[kind]} attribute holds {size - 4} bytes, 4 needed")
+            values[kind] = u32(data, off + 4)[0]
+        elif kind == NFQA_PACKET_HDR:
+            if size < 4 + _PKT_HDR.size:
+                raise ValueError(f"packet header attribute holds {size - 4} bytes, {_PKT_HDR.size} needed")
+            header = _PKT_HDR.unpack_from(data, off + 4)
+        elif kind == NFQA_TIMESTAMP and size >= 4 + _TS.size:
+            sec, usec = _TS.unpack_from(data, off + 4)
             ts = sec + usec / 1e6
-    if msg is None:
+        off += (size + 3) & ~3
+    if header is None:
         raise ValueError("packet message without a packet header attribute")
-    msg.payload = payload
-    msg.mark = mark
-    msg.indev = indev
-    msg.outdev = outdev
-    msg.physindev = physin
-    msg.physoutdev = physout
-    msg.cap_len = cap_len
-    msg.skb_info = skb_info
-    msg.timestamp = ts
-    return msg
+    cap_len = values[NFQA_CAP_LEN]
+    return QueueMessage(
+        header[0],
+        header[1],
+        header[2],
+        payload,
+        values[NFQA_MARK],
+        values[NFQA_IFINDEX_INDEV],
+        values[NFQA_IFINDEX_OUTDEV],
+        values[NFQA_IFINDEX_PHYSINDEV],
+        values[NFQA_IFINDEX_PHYSOUTDEV],
+        None if cap_len < 0 else cap_len,
+        values[NFQA_SKB_INFO],
+        ts,
+        queue,
+    )
 
 
 def _salvage_id(data: bytes | memoryview, off: int, end: int) -> int | None:
@@ -384,6 +383,8 @@ class NfQueue:
         )
         self._seq = 0
         self._pending: list[QueueMessage] = []
+        self._got = Decoded()
+        self._poller = select.poll()
         self._buf = bytearray(_RECV_BUFFER)
         self._view = memoryview(self._buf)
         self._reports = 0
@@ -401,6 +402,7 @@ class NfQueue:
     def _setup(self, copy_range: int, maxlen: int | None, gso: bool, fail_open: bool, rcvbuf: int, pf: bool) -> None:
         sock = self._socket()
         sock.bind((0, 0))
+        self._poller.register(sock.fileno(), select.POLLIN)
         try:
             sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE: beyond rmem_max (root)
         except OSError:
@@ -516,26 +518,44 @@ class NfQueue:
     def recv(self, timeout: float | None = None, max_messages: int = 64) -> list[QueueMessage]:
         """Queued packets, waiting up to `timeout` seconds (None: forever) for the first one, then
         taking whatever else is already there (at most `max_messages`). [] on timeout."""
-        if self._pending:
-            out, self._pending = self._pending[:max_messages], self._pending[max_messages:]
+        pending = self._pending
+        if pending:
+            out, self._pending = pending[:max_messages], pending[max_messages:]
             return out
         sock = self._socket()
-        ready, _, _ = select.select([sock], [], [], timeout)
-        if not ready:
+        if not self._poller.poll(-1 if timeout is None else max(0, int(timeout * 1000))):
             return []
-        got = Decoded()
-        while len(self._pending) < max_messages:
-            n = self._recv_one(socket.MSG_DONTWAIT)
-            if n < 0:
+        got = self._got
+        view = self._view
+        recv_into = sock.recv_into
+        while len(pending) < max_messages:
+            try:
+                n = recv_into(self._buf, _RECV_BUFFER, socket.MSG_DONTWAIT)
+            except BlockingIOError:
                 break
-            if n == 0:
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                # The socket buffer overflowed: the kernel dropped (or, fail-open, accepted)
+                # those packets itself; none of them waits for us.
+                self.stats["enobufs"] += 1
                 continue
-            got.acks.clear()
-            got.bad_ids.clear()
-            got.problems.clear()
-            decode_messages(self._view, n, got)
-            self._absorb(got)
-        out, self._pending = self._pending[:max_messages], self._pending[max_messages:]
+            if n <= 0:
+                continue
+            decode_messages(view, n, got)
+            if got.acks or got.problems or got.bad_ids:
+                self._absorb(got)
+                got.acks.clear()
+                got.problems.clear()
+                got.bad_ids.clear()
+            else:
+                self.stats["received"] += len(got.packets)
+                pending.extend(got.packets)
+                got.packets.clear()
+        if len(pending) <= max_messages:
+            self._pending = []
+            return pending
+        out, self._pending = pending[:max_messages], pending[max_messages:]
         return out
 
     def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:

@@ -1,5 +1,5 @@
-"""Golden text of the enforcer's nftables table (podwall/enforce/nft.py `render_ruleset`) and of
-the iptables handoff chain (podwall/enforce/iptables.py)."""
+"""Golden text of the enforcer's nftables table (podwall/enforce/nft.py `render_ruleset`); the
+iptables handoff chains are tested in test_iptables.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from podwall.core.types import PROTO_ICMP, PROTO_TCP, PROTO_UDP
-from podwall.enforce.iptables import QueueConfig, chain_rules, jump_rules, render_restore
 from podwall.enforce.nft import Match, render_delete, render_ruleset
 from podwall.enforce.plan import PortMatch, build_plan
 from podwall.inventory.model import Inventory, Labels, Node, Pod, Workload
@@ -65,6 +64,11 @@ GOLDEN = (
     + sets("g1_redis", "10.0.0.9", "fd00::9")
     + sets("g2_web", "10.0.0.2", "fd00::2")
     + """\
+\tchain prerouting {
+\t\ttype filter hook prerouting priority mangle; policy accept;
+\t\tct mark & 0x00700000 == 0x00200000 tcp flags & rst == 0 reject with tcp reset
+\t\tct mark & 0x00700000 == 0x00200000 meta l4proto != tcp drop
+\t}
 \tchain forward {
 \t\ttype filter hook forward priority filter - 5; policy accept;
 \t\tjump police
@@ -77,6 +81,7 @@ GOLDEN = (
 \tchain output {
 \t\ttype filter hook output priority filter - 5; policy accept;
 \t\toifname "lo" accept
+\t\ttcp flags & rst == rst accept
 \t\tjump police
 \t}
 \tchain police {
@@ -203,52 +208,3 @@ def test_match_builder(family: int, match: PortMatch, expected: str) -> None:
 def test_delete_script() -> None:
     """Removal works whether or not the table exists."""
     assert render_delete() == "table inet podwall\ndelete table inet podwall\n"
-
-
-# --- iptables handoff ----------------------------------------------------------------------------
-
-IPT_GOLDEN = """\
-*filter
-:PODWALL - [0:0]
--A PODWALL -m mark --mark 0x100000/0xf00000 -j CONNMARK --save-mark --nfmask 0xf00000 --ctmask 0xf00000
--A PODWALL -m mark --mark 0x200000/0xf00000 -j CONNMARK --save-mark --nfmask 0xf00000 --ctmask 0xf00000
--A PODWALL -m connmark --mark 0x100000/0xf00000 -j ACCEPT
--A PODWALL -p tcp -m tcp --tcp-flags RST RST -m connmark --mark 0x200000/0xf00000 -j ACCEPT
--A PODWALL -p tcp -m connmark --mark 0x200000/0xf00000 -j REJECT --reject-with tcp-reset
--A PODWALL -m connmark --mark 0x200000/0xf00000 -j DROP
--A PODWALL -m connmark --mark 0x300000/0xf00000 -j NFQUEUE --queue-balance 100:101 --queue-bypass
--A PODWALL -m connmark --mark 0x400000/0xf00000 -j NFQUEUE --queue-balance 100:101 --queue-bypass
-COMMIT
-"""
-
-
-def test_iptables_restore_golden() -> None:
-    """The handoff chain renders exactly: save the worker's verdict, fast paths, then the queues."""
-    assert render_restore(QueueConfig()) == IPT_GOLDEN
-
-
-@pytest.mark.parametrize(
-    ("queue", "decide", "observe"),
-    [
-        (QueueConfig(fail_open=False), "-j NFQUEUE --queue-balance 100:101", "--queue-balance 100:101 --queue-bypass"),
-        (QueueConfig(first=7, count=1), "-j NFQUEUE --queue-num 7 --queue-bypass", "--queue-num 7 --queue-bypass"),
-    ],
-    ids=["fail-closed", "single-queue"],
-)
-def test_queue_settings(queue: QueueConfig, decide: str, observe: str) -> None:
-    """Failing closed drops the bypass for undecided connections only; observed ones always bypass."""
-    rules = chain_rules(queue)
-    assert rules[-2].endswith(decide)
-    assert rules[-1].endswith(observe)
-
-
-@pytest.mark.parametrize(("first", "count"), [(-1, 1), (65535, 2), (0, 0)], ids=["negative", "overflow", "none"])
-def test_bad_queue_numbers_are_refused(first: int, count: int) -> None:
-    """Queue numbers outside 0-65535 (or no queue at all) are refused."""
-    with pytest.raises(ValueError, match="outside"):
-        QueueConfig(first=first, count=count)
-
-
-def test_jumps_from_every_hook() -> None:
-    """Forwarded, incoming and outgoing traffic all pass the handoff chain."""
-    assert jump_rules() == [("FORWARD", ["-j", "PODWALL"]), ("INPUT", ["-j", "PODWALL"]), ("OUTPUT", ["-j", "PODWALL"])]

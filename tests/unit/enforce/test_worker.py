@@ -2,116 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from podwall.core.events import Event, EventType
+from podwall.core.events import EventType
 from podwall.core.types import TCP_RST, ip_packed
 from podwall.datapath.decode import LINKTYPE_RAW, Decoder
 from podwall.datapath.io.nfqueue import NF_ACCEPT, NF_DROP, NF_REPEAT, QueueMessage
 from podwall.datapath.io.pcap import Frame
-from podwall.enforce.reset import ResetTarget, _checksum, build_rst
+from podwall.enforce.reset import _checksum, build_rst
 from podwall.enforce.worker import Decision, Worker, WorkerConfig
 from podwall.inventory.loader import parse_inventory_text
 from podwall.inventory.resolver import Resolver
 from podwall.lab import payloads as p
 from podwall.lab.synth import TcpConversation
-from podwall.policy.model import Policy
 from podwall.store.events import EventStore
-
-ALLOW_MARK = 0x100
-DENY_MARK = 0x200
-HOOK_FORWARD = 2
-
-INVENTORY = """
-apiVersion: podwall.io/v1
-kind: Inventory
-cluster: t
-workloads:
-  - {name: web, namespace: shop, kind: Deployment, labels: {app: web},
-     pods: [{name: web-1, ips: [10.1.0.1, "fd00::1"]}]}
-  - {name: cache, namespace: shop, kind: StatefulSet, labels: {app: cache},
-     pods: [{name: cache-0, ips: [10.1.0.9, "fd00::9"]}]}
-  - {name: api, namespace: shop, kind: Deployment, labels: {app: api}, pods: [{name: api-1, ips: [10.1.0.5]}]}
-"""
-
-ADDRS = {4: ("10.1.0.1", "10.1.0.9"), 6: ("fd00::1", "fd00::9")}
-
-
-def _policy(mode: str, *, redis_rule: bool = True) -> Policy:
-    groups = [
-        {"name": f"nv.{s}.shop", "criteria": [{"key": "service", "op": "=", "value": s}], "mode": mode}
-        for s in ("web", "cache", "api")
-    ]
-    rules: list[dict[str, Any]] = [
-        {
-            "id": 2,
-            "from": "nv.web.shop",
-            "to": "nv.api.shop",
-            "ports": ["tcp/8080"],
-            "applications": ["http"],
-            "action": "allow",
-            "l7": {"http": {"methods": ["GET"]}},
-        }
-    ]
-    if redis_rule:
-        rules.append(
-            {"id": 1, "from": "nv.web.shop", "to": "nv.cache.shop", "ports": ["tcp/6379"], "applications": ["redis"]}
-        )
-    return Policy.model_validate(
-        {"metadata": {"name": "t"}, "spec": {"defaultMode": mode, "groups": groups, "rules": rules}}
-    )
-
-
-@dataclass
-class FakeQueue:
-    """Records verdicts as the kernel would receive them."""
-
-    inbox: list[list[QueueMessage]] = field(default_factory=list)
-    sent: list[tuple[str, int, int, int | None]] = field(default_factory=list)
-
-    def recv(self, timeout: float | None = None, max_messages: int = 64) -> list[QueueMessage]:
-        return self.inbox.pop(0) if self.inbox else []
-
-    def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:
-        self.sent.append(("one", packet_id, verdict, mark))
-
-    def verdict_batch(self, max_id: int, verdict: int, mark: int | None = None) -> None:
-        self.sent.append(("batch", max_id, verdict, mark))
-
-
-class Rig:
-    """A worker over the test inventory, with its events and resets collected."""
-
-    def __init__(self, mode: str = "protect", *, batch: bool = True, store: EventStore | None = None) -> None:
-        inventory = parse_inventory_text(INVENTORY, "inv.yaml").inventory
-        self.events: list[Event] = []
-        self.resets: list[ResetTarget] = []
-        ticks = iter(range(1_000_000))
-        self.worker = Worker(
-            _policy(mode),
-            Resolver(inventory),
-            WorkerConfig(ALLOW_MARK, DENY_MARK, batch=batch),
-            sink=store.write if store is not None else self.events.extend,
-            resetter=self.resets.append,
-            clock=lambda: 1000.0 + next(ticks) * 0.001,
-        )
-        self.next_id = 1
-
-    def messages(self, frames: Sequence[tuple[float, bytes]]) -> list[QueueMessage]:
-        out = []
-        for _, frame in frames:
-            hw = int.from_bytes(frame[12:14], "big")
-            out.append(QueueMessage(self.next_id, hw, HOOK_FORWARD, frame[14:]))  # raw IP: no Ethernet header
-            self.next_id += 1
-        return out
-
-    def decide(self, frames: Sequence[tuple[float, bytes]]) -> list[Decision]:
-        return [self.worker.decide(m) for m in self.messages(frames)]
+from tests.unit.enforce.worker_testkit import (
+    ADDRS,
+    ALLOW_MARK,
+    DENY_MARK,
+    HOOK_FORWARD,
+    INVENTORY,
+    FakeQueue,
+    Rig,
+    policy_for,
+)
 
 
 def _conv(family: int = 4, sport: int = 6379, cport: int = 40001) -> TcpConversation:
@@ -179,7 +95,7 @@ def test_monitor_violation_passes_with_allow_mark_and_event() -> None:
 def test_take_events_without_sink() -> None:
     """Without a sink, violation events wait in the worker until taken."""
     inventory = parse_inventory_text(INVENTORY, "inv.yaml").inventory
-    worker = Worker(_policy("monitor"), Resolver(inventory), WorkerConfig(ALLOW_MARK, DENY_MARK))
+    worker = Worker(policy_for("monitor"), Resolver(inventory), WorkerConfig(ALLOW_MARK, DENY_MARK))
     conv = _conv()
     conv.send(True, p.http_request("GET", "/", "cache"))
     rig = Rig()
@@ -229,7 +145,7 @@ def test_reload_re_evaluates_sticky_verdicts() -> None:
     conv = _conv()
     conv.send(True, p.resp_command("PING"))
     assert rig.decide(conv.frames)[-1] == ALLOW
-    assert rig.worker.reload(_policy("protect", redis_rule=False)) == 2
+    assert rig.worker.reload(policy_for("protect", redis_rule=False)) == 2
     conv.frames.clear()
     conv.send(True, p.resp_command("GET", "k"))
     assert rig.decide(conv.frames[:1]) == [DENY]
@@ -241,7 +157,7 @@ def test_reload_keeps_allowed_connection_allowed() -> None:
     conv = _conv()
     conv.send(True, p.resp_command("PING"))
     rig.decide(conv.frames)
-    rig.worker.reload(_policy("protect"))
+    rig.worker.reload(policy_for("protect"))
     conv.frames.clear()
     conv.send(False, b"+PONG\r\n")
     assert rig.decide(conv.frames) == [ALLOW, ALLOW]
