@@ -23,9 +23,19 @@ from podwall.datapath.io.pcap import Frame
 from podwall.datapath.io.pcapwriter import PcapWriter
 from podwall.inspect.findings import Finding, FindingKind
 from podwall.inspect.pipeline import CapturedFinding, InspectingEngine, Inspection
+from podwall.inspect.setup import Inspectors
 from podwall.inventory.resolver import Resolver
+from podwall.policy.evaluate import PolicyEngine
 
-__all__ = ["InspectedRun", "NamedFinding", "finding_event", "inspect_captures", "save_pcaps"]
+__all__ = [
+    "InspectedRun",
+    "NamedFinding",
+    "attach_findings",
+    "finding_event",
+    "inspect_captures",
+    "name_finding",
+    "save_pcaps",
+]
 
 _EVENT_TYPE = {FindingKind.THREAT: EventType.THREAT, FindingKind.WAF: EventType.WAF, FindingKind.DLP: EventType.DLP}
 
@@ -98,7 +108,7 @@ def inspect_captures(
     def collect(engine: FrameEngine, source: str) -> None:
         assert isinstance(engine, InspectingEngine)
         if engine.findings:
-            run.findings.extend(_named(c, resolver, source) for c in engine.findings)
+            run.findings.extend(name_finding(c, resolver, source) for c in engine.findings)
             engine.findings.clear()
 
     return read_flows(
@@ -106,7 +116,8 @@ def inspect_captures(
     )
 
 
-def _named(captured: CapturedFinding, resolver: Resolver, source: str) -> NamedFinding:
+def name_finding(captured: CapturedFinding, resolver: Resolver, source: str) -> NamedFinding:
+    """A captured finding with both ends named by the inventory."""
     flow, finding = captured.flow, captured.finding
     if flow is not None:
         client = resolver.resolve(ip_text(flow.client_ip), flow.client_port)
@@ -122,6 +133,24 @@ def _named(captured: CapturedFinding, resolver: Resolver, source: str) -> NamedF
     proto = int(d.get("proto", 0))
     name = proto_name(proto) if proto else "ip"
     return NamedFinding(finding, client, server, name, proto, name, None, source, captured.frames)
+
+
+def attach_findings(
+    findings: Sequence[NamedFinding], inspectors: Inspectors, engine: PolicyEngine | None
+) -> list[NamedFinding]:
+    """The findings the policy attaches to the groups of their ends, with the action it gives them."""
+    kept: list[NamedFinding] = []
+    for nf in findings:
+        if engine is not None:
+            client_groups = engine.member_groups(nf.client) or [nf.client.group]
+            server_groups = engine.member_groups(nf.server) or [nf.server.group]
+        else:
+            client_groups, server_groups = [nf.client.group], [nf.server.group]
+        finding = inspectors.attach(nf.finding, client_groups, server_groups)
+        if finding is not None:
+            nf.finding = finding
+            kept.append(nf)
+    return kept
 
 
 def save_pcaps(findings: Sequence[NamedFinding], directory: Path) -> None:

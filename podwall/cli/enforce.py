@@ -24,6 +24,7 @@ from podwall.cli.common import (
     err,
     out,
 )
+from podwall.cli.inspecting import InspectOpt, PcapDirOpt, default_pcap_dir
 from podwall.core.errors import PodwallError
 from podwall.core.events import Event
 from podwall.policy.formats.podwall_yaml import load_policy
@@ -58,9 +59,12 @@ def monitor(
     db: DbOpt = None,
     jsonl: JsonlOpt = None,
     no_store: NoStoreOpt = False,
+    inspect: InspectOpt = True,
+    pcap_dir: PcapDirOpt = None,
 ) -> None:
     """Watch a lab's pods from a passive AF_PACKET tap on the node (no inline cost) and record each
-    violation as it happens; stops on Ctrl-C, SIGTERM or after --duration (root)."""
+    violation, and each threat/WAF/DLP finding the policy attaches, as it happens; stops on Ctrl-C,
+    SIGTERM or after --duration (root)."""
     from podwall.enforce.monitor import monitor_lab
     from podwall.lab.cluster import find_lab
     from podwall.store.sinks import JsonlSink, Sink
@@ -81,13 +85,15 @@ def monitor(
 
     def show(batch: list[Event]) -> None:
         for e in batch:
-            rule = e.verdict.rule_id if e.verdict else "-"
+            rule = e.verdict.rule_id if e.verdict else (e.detection.id if e.detection else "-")
             out.print(f"{e.time:%H:%M:%S} {e.type.value} {e.client.group} -> {e.server.group}:{e.server.port} "
                       f"{e.application} rule {rule}", highlight=False)  # fmt: skip
 
     err.print(f"monitoring lab {state.lab} ({len(state.pods)} pods); Ctrl-C to stop", highlight=False)
     try:
-        stats = monitor_lab(state, pol, sinks, duration=duration, on_events=show)
+        if inspect and pcap_dir is None and not no_store:
+            pcap_dir = default_pcap_dir()
+        stats = monitor_lab(state, pol, sinks, duration=duration, on_events=show, inspect=inspect, pcap_dir=pcap_dir)
     finally:
         for sink in sinks:
             sink.close()
@@ -152,7 +158,7 @@ def enforce(
 
     def show(batch: list[Event]) -> None:
         for e in batch:
-            rule = e.verdict.rule_id if e.verdict else "-"
+            rule = e.verdict.rule_id if e.verdict else (e.detection.id if e.detection else "-")
             action = e.verdict.action if e.verdict else "-"
             out.print(f"{e.time:%H:%M:%S} {e.type.value} {action} {e.client.group} -> {e.server.group}:"
                       f"{e.server.port} {e.application} rule {rule}", highlight=False)  # fmt: skip

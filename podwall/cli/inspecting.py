@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from podwall.analysis.inspection import InspectedRun, NamedFinding, inspect_captures, save_pcaps
+from podwall.analysis.inspection import InspectedRun, NamedFinding, attach_findings, inspect_captures, save_pcaps
 from podwall.analysis.runner import NamedFlow
 from podwall.cli.common import _check_files, _fail, _Problems, _progress, err
 from podwall.core.errors import PodwallError
@@ -70,17 +70,7 @@ def inspected_flows(
         )
     problems.summary()
     engine = PolicyEngine(policy) if policy is not None else None
-    kept: list[NamedFinding] = []
-    for nf in run.findings:
-        if engine is not None:
-            client_groups = engine.member_groups(nf.client) or [nf.client.group]
-            server_groups = engine.member_groups(nf.server) or [nf.server.group]
-        else:
-            client_groups, server_groups = [nf.client.group], [nf.server.group]
-        finding = inspectors.attach(nf.finding, client_groups, server_groups)
-        if finding is not None:
-            nf.finding = finding
-            kept.append(nf)
+    kept = attach_findings(run.findings, inspectors, engine)
     kept.sort(key=lambda nf: (nf.source, nf.finding.ts, nf.finding.frame, nf.finding.id))
     return flows, kept
 

@@ -23,9 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from podwall.analysis.check import checked_flow, conversation_event, dns_service_groups
+from podwall.analysis.inspection import attach_findings, finding_event, name_finding, save_pcaps
 from podwall.analysis.runner import NamedFlow
 from podwall.core.errors import Problem
 from podwall.core.events import Event, EventType
@@ -37,6 +39,8 @@ from podwall.datapath.io.afpacket import Tap, TapStats
 from podwall.datapath.io.pcap import Frame
 from podwall.enforce.tapbypass import TapBypass
 from podwall.enforce.tapfilter import dedupe_filter
+from podwall.inspect.pipeline import InspectingEngine
+from podwall.inspect.setup import Inspectors
 from podwall.inventory.model import Inventory
 from podwall.inventory.resolver import Resolver
 from podwall.lab.state import LabState
@@ -79,6 +83,7 @@ class MonitorStats:
     link_control: int = 0  # connections not judged: IGMP, ICMPv6 neighbour discovery and MLD
     evaluations: int = 0
     violations: int = 0
+    findings: int = 0  # threat, WAF and DLP findings the policy attaches (with inspection on)
     events_written: int = 0
     write_errors: int = 0
     last_write_error: str | None = None
@@ -136,6 +141,8 @@ class Monitor:
         source: str = "monitor",
         undecided_packets: int = DEFAULT_UNDECIDED_PACKETS,
         on_problem: Callable[[Problem], None] | None = None,
+        inspectors: Inspectors | None = None,
+        pcap_dir: Path | None = None,
     ) -> None:
         if undecided_packets < 1:
             raise ValueError(f"undecided_packets must be at least 1, not {undecided_packets}")
@@ -143,7 +150,16 @@ class Monitor:
         self.resolver = resolver
         self.source = source
         self.undecided_packets = undecided_packets
-        self.engine = Engine(limits, dpi=True, on_problem=on_problem, source=source)
+        # With inspectors, the tap copy is also inspected (threats, WAF, DLP): findings become
+        # events as they are found, their packets saved under `pcap_dir` when given.
+        self.inspectors = inspectors
+        self.pcap_dir = pcap_dir
+        if inspectors is not None:
+            self.engine: Engine | InspectingEngine = InspectingEngine(
+                inspectors.inspection(), limits, on_problem=on_problem, source=source
+            )
+        else:
+            self.engine = Engine(limits, dpi=True, on_problem=on_problem, source=source)
         self.stats = MonitorStats()
         self._watch: dict[Flow, _Watch] = {}
         # With `collect_done` set (run_monitor sets it when its tap can skip connections), flows
@@ -164,12 +180,23 @@ class Monitor:
         source: str = "monitor",
         undecided_packets: int = DEFAULT_UNDECIDED_PACKETS,
         on_problem: Callable[[Problem], None] | None = None,
+        inspect: bool = False,
+        pcap_dir: Path | None = None,
     ) -> Monitor:
-        """A monitor judging by `policy`, naming endpoints from `inventory` (as `podwall check` does)."""
+        """A monitor judging by `policy`, naming endpoints from `inventory` (as `podwall check` does);
+        with `inspect`, the inspectors run as the policy attaches them."""
         resolver = Resolver(inventory)
         engine = PolicyEngine(policy, dns_service_groups=dns_service_groups(inventory, resolver))
+        inspectors = Inspectors(policy) if inspect else None
         return cls(
-            engine, resolver, limits=limits, source=source, undecided_packets=undecided_packets, on_problem=on_problem
+            engine,
+            resolver,
+            limits=limits,
+            source=source,
+            undecided_packets=undecided_packets,
+            on_problem=on_problem,
+            inspectors=inspectors,
+            pcap_dir=pcap_dir,
         )
 
     def feed(self, frames: Iterable[Frame]) -> list[Event]:
@@ -195,14 +222,27 @@ class Monitor:
                 if collect and flow not in self._done and self._needs_no_more(flow):
                     self._done.add(flow)
                     self.done_flows.append(flow)
-        return events
+        return events + self._findings()
 
     def finish(self) -> list[Event]:
         """End of monitoring: every open connection ends and gets its last look."""
         events: list[Event] = []
         for flow in self.engine.finish():
             events += self._final(flow)
-        return events
+        return events + self._findings()
+
+    def _findings(self) -> list[Event]:
+        """The inspectors' findings since the last look, as the policy attaches them, as events."""
+        engine, inspectors = self.engine, self.inspectors
+        if inspectors is None or not isinstance(engine, InspectingEngine) or not engine.findings:
+            return []
+        named = [name_finding(c, self.resolver, self.source) for c in engine.findings]
+        engine.findings.clear()
+        kept = attach_findings(named, inspectors, self.policy)
+        if self.pcap_dir is not None and kept:
+            save_pcaps(kept, self.pcap_dir)
+        self.stats.findings += len(kept)
+        return [finding_event(nf) for nf in kept]
 
     # -- judging ---------------------------------------------------------------------------
 
@@ -477,18 +517,23 @@ def monitor_lab(
     limits: Limits = DEFAULT_LIMITS,
     background: bool = True,
     full_frames: bool = False,
+    inspect: bool = False,
+    pcap_dir: Path | None = None,
 ) -> MonitorStats:
     """Monitor a lab's pods from its node by `policy` (inventory: the lab's own unless given).
 
     `ready` is set once the tap is open, so a caller can start traffic without losing any;
-    `background`: at idle CPU priority (see `run_monitor`); `full_frames`: see `tap_for`.
+    `background`: at idle CPU priority (see `run_monitor`); `full_frames`: see `tap_for`;
+    `inspect`: also run the inspectors the policy attaches (threats, WAF, DLP) on the tap copy.
     """
     if inventory is None:
         from podwall.inventory.loader import load_inventory
 
         inventory = load_inventory([state.inventory])
     target = lab_target(state)
-    monitor = Monitor.for_policy(policy, inventory, limits=limits, source=f"monitor:{target.netns}")
+    monitor = Monitor.for_policy(
+        policy, inventory, limits=limits, source=f"monitor:{target.netns}", inspect=inspect, pcap_dir=pcap_dir
+    )
     tap, bypass = tap_for(target, full_frames=full_frames)
     if ready is not None:
         ready.set()
