@@ -1,4 +1,4 @@
-"""`podwall lab`: up, exec, status and down of a lab of network-namespace pods (docs/lab.md).
+"""`podwall lab`: up, exec, status, scale and down of a lab of network-namespace pods (docs/lab.md).
 
 Exit codes: 0 success, 2 bad input or a lab that cannot be built/found; `exec` exits with the
 command's own code; `status` exits 1 when a pod or server of the lab is not running.
@@ -106,6 +106,37 @@ def lab_status_cmd(
     )
     if not healthy:
         raise typer.Exit(1)
+
+
+@lab_app.command("scale")
+@_errors
+def lab_scale_cmd(
+    deployment: Annotated[str, typer.Argument(help="the Deployment to add a replica to (name or namespace/name)")],
+    lab: LabOpt = None,
+    state_dir: StateDirOpt = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for a running enforcer to cover the new pod")] = 15.0,
+) -> None:
+    """Add a replica to a running lab; a running enforcer covers it before its first packet."""
+    from podwall.lab.cluster import find_lab
+    from podwall.lab.scale import lab_add_pod
+
+    pod = lab_add_pod(find_lab(lab, state_dir), replica_of=deployment, enforcer_wait=wait)
+    _out.print(f"added pod {pod.namespace}/{pod.name} ({', '.join(pod.ips)})", highlight=False)
+
+
+@lab_app.command("remove-pod")
+@_errors
+def lab_remove_pod_cmd(
+    pod: Annotated[str, typer.Argument(help="a pod added with `podwall lab scale`")],
+    lab: LabOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Remove a pod that `podwall lab scale` added (the pods of the lab's description stay)."""
+    from podwall.lab.cluster import find_lab
+    from podwall.lab.scale import lab_remove_pod
+
+    for item in lab_remove_pod(find_lab(lab, state_dir), pod):
+        _out.print(f"removed {item}", highlight=False)
 
 
 @lab_app.command("down")

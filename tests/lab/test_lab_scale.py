@@ -133,3 +133,18 @@ def test_bad_requests_are_refused_with_the_reason(lab: LabState, call: object, m
     """Adding what cannot be added, or removing a pod of the spec, is a LabError that says why."""
     with pytest.raises(LabError, match=message):
         call(lab)  # type: ignore[operator]
+
+
+def test_scale_and_remove_pod_through_the_command(lab: LabState) -> None:
+    """`podwall lab scale` adds the next replica to the inventory and `podwall lab remove-pod` takes it away."""
+    state_dir = Path(lab.state_dir).parent  # the root the fixture made the lab under
+    cmd = [sys.executable, "-m", "podwall.cli.main", "lab"]
+    where = ["--lab", lab.lab, "--state-dir", str(state_dir)]
+    added = subprocess.run([*cmd, "scale", "app/web", *where, "--wait", "0"], capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+    name = added.stdout.split("added pod app/", 1)[1].split()[0]
+    assert name in _inventory_pods(load_state(Path(lab.state_dir)))
+    removed = subprocess.run([*cmd, "remove-pod", name, *where], capture_output=True, text=True, timeout=120)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert name not in _inventory_pods(load_state(Path(lab.state_dir)))
