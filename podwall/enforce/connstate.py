@@ -24,8 +24,8 @@ FlowKeyTuple = tuple[int, bytes, int, bytes, int]  # (proto, address, port, addr
 class ConnState:
     """What the worker remembers about one flow in the table beyond the flow itself."""
 
-    __slots__ = ("client", "final", "flow", "judged", "per_request", "reset_sent", "seen", "server", "server_ack",
-                 "version")  # fmt: skip
+    __slots__ = ("client", "final", "flow", "inspect", "judged", "per_request", "reset_sent", "seen", "server",
+                 "server_ack", "version")  # fmt: skip
 
     def __init__(self, flow: Flow, version: int) -> None:
         self.flow = flow
@@ -38,6 +38,7 @@ class ConnState:
         self.server: Endpoint | None = None
         self.server_ack: int | None = None  # the last ACK number the server sent
         self.reset_sent = False
+        self.inspect = False  # WAF/DLP guard the connection: it stays in userspace (inline_inspect.py)
 
 
 class Record:

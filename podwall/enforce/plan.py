@@ -360,6 +360,14 @@ def _quarantined(inventory: Inventory, refs: Collection[str]) -> _Space:
     return space
 
 
+def _inspected(policy: Policy, rule: Rule) -> bool:
+    """Whether traffic this rule allows is inspected: WAF or DLP on its server group, DLP on its client group."""
+    server, client = policy.group(rule.to), policy.group(rule.from_)
+    if server is not None and any(c is not None and c.status for c in (server.waf, server.dlp)):
+        return True
+    return client is not None and client.dlp is not None and client.dlp.status
+
+
 def build_plan(policy: Policy, inventory: Inventory, *, quarantine: Collection[str] = ()) -> KernelPlan:
     """The L3/L4 kernel state for `policy` over `inventory`; `quarantine` names workloads
     (`namespace/name`), pods or addresses cut off entirely. Raises PlanError for unknown names."""
@@ -410,6 +418,8 @@ def build_plan(policy: Policy, inventory: Inventory, *, quarantine: Collection[s
             why = "l7 " + ",".join(rule.l7.sections)
         elif rule.from_ in hostname_groups or rule.to in hostname_groups:
             why = "hostname group"
+        elif rule.allows and _inspected(policy, rule):
+            why = "inspection (waf/dlp)"  # the inspectors must see the whole connection
         if why:
             verdict = Verdict.USERSPACE
         elif rule.action == "pass":

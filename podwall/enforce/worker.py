@@ -76,6 +76,7 @@ from podwall.datapath.io.nfqueue import NF_REPEAT, QueueMessage
 from podwall.datapath.io.pcap import Frame
 from podwall.dpi.base import L7Event
 from podwall.enforce.connstate import ConnState, FlowKeyTuple, Record, VerdictCache, flow_key
+from podwall.enforce.inline_inspect import InlineInspection
 from podwall.enforce.plan import MARK_ALLOW, MARK_DENY, MARK_MASK, PKT_FIRST, PKT_QUEUED, PKT_REPLY
 from podwall.enforce.reset import ResetTarget
 from podwall.enforce.verdicts import ACCEPT, DROP, Decision, VerdictQueue, send_verdicts
@@ -157,8 +158,10 @@ class Worker:
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
         dns_service_groups: set[str] | None = None,
+        inspection: InlineInspection | None = None,
     ) -> None:
         self.config = config
+        self.inspection = inspection
         self._resolver = resolver
         self._dns = dns_service_groups
         self.engine = self._engine(policy)
@@ -167,7 +170,10 @@ class Worker:
         self._resetter = resetter
         self._clock = clock
         self.decoder = Decoder(limits, on_problem=self._problem, source=config.source)
-        self.table = FlowTable(limits, dpi_factory=default_dpi_factory(limits))
+        if inspection is not None:
+            self.table = inspection.flow_table()
+        else:
+            self.table = FlowTable(limits, dpi_factory=default_dpi_factory(limits))
         self._conns: dict[FlowKeyTuple, ConnState] = {}
         self._records: OrderedDict[FlowKeyTuple, Record] = OrderedDict()
         self._verdicts = VerdictCache(_CACHE)
@@ -191,6 +197,7 @@ class Worker:
                 "batches",
                 "new_connections",
                 "cached_verdicts",
+                "findings",
             ),
             0,
         )
@@ -354,6 +361,8 @@ class Worker:
             stats["sticky"] += 1
             return conn.final
         decision = self._judge(flow, conn, pkt, direction)
+        if conn.inspect:
+            decision = self._inspected(flow, conn, pkt, direction, decision)
         if conn.final is not None:
             self._retire(key, conn)
         return decision
@@ -408,7 +417,7 @@ class Worker:
         if dpi is not None and dpi.app is None and flow.inherited_app is None:
             self.stats["undecided"] += 1
             return ACCEPT
-        if conn.per_request is None:
+        if conn.per_request is None and self.inspection is None:
             cached = self._verdicts.get(flow)
             if cached is not None:
                 verdict, per_request = cached
@@ -421,6 +430,8 @@ class Worker:
             conn.server = resolve(ip_text(flow.server_ip), flow.server_port)
         if conn.per_request is None:
             conn.per_request = self._per_request(flow, conn.client, conn.server)
+            if self.inspection is not None:
+                conn.inspect = self.inspection.guards(self.engine, conn.client, conn.server)
         if not conn.per_request:
             requests = requests_of(dpi.requests, dpi.requests_truncated) if dpi is not None else ()
             verdict = self.engine.evaluate(self._observation(flow, conn.client, conn.server, requests))
@@ -439,7 +450,7 @@ class Worker:
         if not requests:
             if not finished:
                 return ACCEPT  # nothing new, or client messages that are no requests (a MySQL ping)
-            if conn.judged:
+            if conn.judged and not conn.inspect:
                 # Parsing ended cleanly after requests that were all admitted: no request can
                 # follow that the DPI would see, so the connection may leave the queue.
                 conn.final = (NF_REPEAT, self.config.mark_allow)
@@ -487,6 +498,8 @@ class Worker:
                 conn.reset_sent = True
                 self._resets.append(self._target(flow, conn, pkt, direction))
         else:
+            if conn.inspect:
+                final = False  # inspected to its end: the allow mark would take it out of userspace
             decision = (NF_REPEAT, config.mark_allow) if final else ACCEPT
             stats["allowed"] += 1
         if verdict.violation:
@@ -495,6 +508,23 @@ class Worker:
         if final:
             conn.final = decision
         return decision
+
+    def _inspected(
+        self, flow: Flow, conn: ConnState, pkt: Packet, direction: Direction, decision: Decision
+    ) -> Decision:
+        """What the inspectors found in this packet's bytes: events, and in protect mode a cut."""
+        assert self.inspection is not None and conn.client is not None and conn.server is not None
+        cut, events = self.inspection.review(self.engine, flow, conn.client, conn.server)
+        self._events.extend(events)
+        self.stats["findings"] += len(events)
+        if not cut or conn.final == (NF_REPEAT, self.config.mark_deny):
+            return decision
+        self.stats["denied"] += 1
+        if self.config.reset_server and flow.proto == PROTO_TCP and not conn.reset_sent:
+            conn.reset_sent = True
+            self._resets.append(self._target(flow, conn, pkt, direction))
+        conn.final = (NF_REPEAT, self.config.mark_deny)
+        return conn.final
 
     @staticmethod
     def _target(flow: Flow, conn: ConnState, pkt: Packet, direction: Direction) -> ResetTarget:

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from podwall.analysis.check import dns_service_groups
 from podwall.core.events import Event
 from podwall.datapath.io.nfqueue import NfQueue
+from podwall.enforce.inline_inspect import InlineInspection
 from podwall.enforce.reset import RawResetter
 from podwall.enforce.worker import Worker, WorkerConfig
 from podwall.inventory.model import Inventory
@@ -73,6 +74,17 @@ def keep_freed_memory() -> bool:
     return all(mallopt(param, value) == 1 for param, value in settings)
 
 
+def inline_inspection(policy: Policy, source: str) -> InlineInspection | None:
+    """The inspectors a worker runs: only when some group turns WAF or DLP on (loading the CRS
+    costs each worker ~0.5 s and inspected connections stay in userspace)."""
+    groups = policy.spec.groups
+    if not any((g.waf is not None and g.waf.status) or (g.dlp is not None and g.dlp.status) for g in groups):
+        return None
+    from podwall.inspect.setup import Inspectors
+
+    return InlineInspection(Inspectors(policy), source=source)
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
     """What a worker process needs; passed by fork, never pickled."""
@@ -105,13 +117,15 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
 
     def make_worker(policy: Policy, inventory: Inventory | None) -> Worker:
         resolver = Resolver(inventory)
+        source = f"enforce:{spec.netns or 'host'}:q{spec.queue_num}"
         return Worker(
             policy,
             resolver,
-            WorkerConfig.podwall(source=f"enforce:{spec.netns or 'host'}:q{spec.queue_num}"),
+            WorkerConfig.podwall(source=source),
             sink=send_events,
             resetter=resetter,
             dns_service_groups=dns_service_groups(inventory, resolver),
+            inspection=inline_inspection(policy, source),
         )
 
     resetter = RawResetter()

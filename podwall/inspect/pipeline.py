@@ -36,6 +36,7 @@ __all__ = [
     "Forensics",
     "InspectedSession",
     "InspectingEngine",
+    "InspectingFlowTable",
     "Inspection",
     "ThreatHooks",
 ]
@@ -219,7 +220,7 @@ class InspectedSession:
         self.findings.extend(found)
 
 
-class _InspectingTable(FlowTable):
+class InspectingFlowTable(FlowTable):
     """The flow table, telling each inspected session its flow before the flow's first bytes reach it."""
 
     def _start(self, k: tuple[int, bytes, int, bytes, int], pkt: Packet, inherit: object, ended: list[Flow]) -> Flow:
@@ -245,7 +246,7 @@ class InspectingEngine:
         self.inspection = inspection
         self._on_problem = on_problem
         self.decoder = Decoder(limits, on_problem=self._problem, source=source)
-        self.table: FlowTable = _InspectingTable(limits, dpi_factory=self._session)
+        self.table: FlowTable = InspectingFlowTable(limits, dpi_factory=self._session)
         self.packets = 0
         self.findings: list[CapturedFinding] = []
         self._forensics: dict[int, Forensics] = {}  # id(flow) -> its frames, while the flow lives

@@ -1,0 +1,87 @@
+"""Inspection in the enforcer's worker: a WAF-guarded connection stays in userspace, an SQL injection
+into it is cut (deny mark, server reset, event marked enforced) in protect mode and only recorded in
+monitor mode, and an ordinary request passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from podwall.core.events import Event, EventType
+from podwall.datapath.io.nfqueue import NF_REPEAT, QueueMessage
+from podwall.enforce.inline_inspect import InlineInspection
+from podwall.enforce.reset import ResetTarget
+from podwall.enforce.worker import Decision, Worker, WorkerConfig
+from podwall.inspect.setup import Inspectors
+from podwall.inventory.loader import parse_inventory_text
+from podwall.inventory.resolver import Resolver
+from podwall.lab.synth import tcp_exchange
+from podwall.policy.model import Policy
+from tests.unit.enforce.worker_testkit import ALLOW_MARK, DENY_MARK, HOOK_FORWARD, INVENTORY, FakeQueue
+
+SQLI = b"GET /item?id=1%27%20OR%20%271%27%3D%271 HTTP/1.1\r\nHost: api\r\n\r\n"
+PLAIN = b"GET /item?id=42 HTTP/1.1\r\nHost: api\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _policy(mode: str) -> Policy:
+    groups: list[dict[str, Any]] = [
+        {"name": f"nv.{s}.shop", "criteria": [{"key": "service", "op": "=", "value": s}], "mode": mode}
+        for s in ("web", "cache", "api")
+    ]
+    groups[2]["waf"] = {"status": True, "settings": [{"name": "crs", "action": "deny"}]}
+    rules = [{"id": 1, "from": "nv.web.shop", "to": "nv.api.shop", "ports": ["tcp/8080"], "applications": ["http"]}]
+    spec = {"defaultMode": mode, "groups": groups, "rules": rules}
+    return Policy.model_validate({"metadata": {"name": "t"}, "spec": spec})
+
+
+@pytest.fixture(scope="module")
+def inspectors() -> dict[str, Inspectors]:
+    return {mode: Inspectors(_policy(mode)) for mode in ("protect", "monitor")}
+
+
+def _run(mode: str, inspectors: Inspectors, request: bytes) -> tuple[list[Decision], list[Event], list[ResetTarget]]:
+    inventory = parse_inventory_text(INVENTORY, "inv.yaml").inventory
+    events: list[Event] = []
+    resets: list[ResetTarget] = []
+    worker = Worker(
+        _policy(mode),
+        Resolver(inventory),
+        WorkerConfig(ALLOW_MARK, DENY_MARK),
+        sink=events.extend,
+        resetter=resets.append,
+        inspection=InlineInspection(inspectors),
+    )
+    frames = tcp_exchange("10.1.0.1", 40000, "10.1.0.5", 8080, 1.0, [(request, OK), (PLAIN, OK)])
+    queue = FakeQueue()
+    decisions: list[Decision] = []
+    for i, (_, frame) in enumerate(frames):
+        decisions += worker.handle(queue, [QueueMessage(i + 1, 0x0800, HOOK_FORWARD, frame[14:], 0)])
+    events.extend(worker.take_events())
+    return decisions, events, resets
+
+
+def test_protect_cuts_an_sql_injection_into_a_waf_group(inspectors: dict[str, Inspectors]) -> None:
+    """The packet carrying the injection gets the deny mark, the server a reset, and the WAF event says enforced."""
+    decisions, events, resets = _run("protect", inspectors["protect"], SQLI)
+    assert (NF_REPEAT, DENY_MARK) in decisions
+    assert (NF_REPEAT, ALLOW_MARK) not in decisions  # guarded: never handed to the kernel's fast path
+    waf = [e for e in events if e.type is EventType.WAF and e.detection is not None and e.detection.action == "deny"]
+    assert waf and all(e.detection is not None and e.detection.enforced for e in waf)
+    assert resets
+
+
+def test_monitor_records_the_injection_and_lets_it_pass(inspectors: dict[str, Inspectors]) -> None:
+    """In monitor mode the same traffic is never denied; the finding is recorded, not enforced."""
+    decisions, events, resets = _run("monitor", inspectors["monitor"], SQLI)
+    assert (NF_REPEAT, DENY_MARK) not in decisions and not resets
+    waf = [e for e in events if e.type is EventType.WAF]
+    assert waf and not any(e.detection is not None and e.detection.enforced for e in waf)
+
+
+def test_an_ordinary_request_passes_in_protect_mode(inspectors: dict[str, Inspectors]) -> None:
+    """Inspected but clean: no deny, no reset, no blocking finding."""
+    decisions, events, resets = _run("protect", inspectors["protect"], PLAIN)
+    assert (NF_REPEAT, DENY_MARK) not in decisions and not resets
+    assert not [e for e in events if e.detection is not None and e.detection.action == "deny"]
