@@ -10,6 +10,8 @@ denies it as it denies a policy violation (deny mark, resets to both ends).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from podwall.analysis.inspection import NamedFinding, attach_findings, finding_event
 from podwall.core.events import Event
 from podwall.core.limits import DEFAULT_LIMITS, Limits
@@ -50,6 +52,8 @@ class InlineInspection:
         if not isinstance(session, InspectedSession) or not session.findings:
             return False, []
         found, session.findings = session.findings, []
+        # Findings made from bytes or events are of the packet the worker is deciding now.
+        found = [f if f.frame else replace(f, ts=flow.last_ts, frame=flow.last_frame) for f in found]
         app = flow.app or proto_name(flow.proto)
         named = [
             NamedFinding(f, client, server, proto_name(flow.proto), flow.proto, app, flow.server_name, self.source, [])

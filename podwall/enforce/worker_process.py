@@ -80,9 +80,9 @@ def inline_inspection(policy: Policy, source: str) -> InlineInspection | None:
     groups = policy.spec.groups
     if not any((g.waf is not None and g.waf.status) or (g.dlp is not None and g.dlp.status) for g in groups):
         return None
-    from podwall.inspect.setup import Inspectors
+    from podwall.inspect.setup import InspectOptions, Inspectors
 
-    return InlineInspection(Inspectors(policy), source=source)
+    return InlineInspection(Inspectors(policy, InspectOptions(inline=True)), source=source)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from podwall.core.errors import Problem
@@ -319,5 +319,9 @@ class InspectingEngine:
             frames = [self._frame]
         else:
             frames = []
+        current = self._frame
         for finding in found:
+            if not finding.frame and current is not None:
+                # Inspectors that work from bytes or events do not know the packet: it is this one.
+                finding = replace(finding, ts=current.ts, frame=current.number)
             self.findings.append(CapturedFinding(finding, flow, frames))

@@ -39,6 +39,7 @@ class InspectOptions:
     paranoia: int | None = None
     threshold: int | None = None
     cache_dir: Path | None = None  # where compiled hyperscan databases are kept
+    inline: bool = False  # the enforcer: judge each HTTP request before its answer (waf/flow.py)
 
 
 def _setting_action(action: str) -> Action:
@@ -117,7 +118,7 @@ class Inspectors:
         if self.waf is not None:
             from podwall.inspect.waf.flow import waf_flow_inspector
 
-            factories.append(waf_flow_inspector(self.waf))
+            factories.append(waf_flow_inspector(self.waf, immediate=self.options.inline))
         threats = None
         if self.options.threats:
             from podwall.inspect.threats.engine import ThreatEngine

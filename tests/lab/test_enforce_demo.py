@@ -537,3 +537,34 @@ def test_protocol_change_after_the_verdict_is_cut_through_a_service(
     assert all(x.verdict is not None and x.verdict.action == "deny" for x in events)
     assert all("application changed from redis to http" in x.message for x in events)
     assert _redis_cli(lab, "node") == "PONG"  # a new, plain Redis connection is still fine
+
+
+def test_protect_waf_cuts_an_sql_injection_before_nginx_sees_it(
+    lab: LabState, policies: dict[str, Path], enforce: Callable[..., Enforcing], tmp_path: Path
+) -> None:
+    """WAF on the nginx group in protect mode: an ordinary request is served; a request carrying an SQL
+    injection is cut before nginx receives it (absent from nginx's access log), and the WAF event
+    records that the cut was enforced."""
+    doc = yaml.safe_load(policies["protect"].read_text())
+    nginx_group = next(g for g in doc["spec"]["groups"] if "nginx" in g["name"])
+    nginx_group["waf"] = {"status": True, "settings": [{"name": "crs", "action": "deny"}]}
+    policy = tmp_path / "waf.yaml"
+    policy.write_text(yaml.safe_dump(doc, sort_keys=False))
+    e = enforce(policy)
+    ip = resolve_pod(lab, "nginx").ips[0]
+    nginx_pod = next(p.name for p in lab.pods if p.workload == "nginx")
+    access = Path(lab.state_dir) / "pods" / nginx_pod / "access.log"
+    before = access.read_text()
+
+    def curl(path: str) -> Any:
+        cmd = ["curl", "-sf", "-m", "5", f"http://{ip}{path}"]
+        return exec_in_pod(lab, lab.node_netns, cmd, timeout=30, capture=True)
+
+    assert curl("/api/cart?id=42").returncode == 0
+    cut = curl("/api/cart?id=1%27%20OR%20%271%27%3D%271")
+    assert cut.returncode != 0, cut.stdout
+    logged = access.read_text()[len(before) :]
+    assert "/api/cart?id=42 " in logged
+    assert "%27" not in logged and "OR" not in logged, logged
+    events = _until(lambda: [x for x in e.events() if x.detection is not None and x.detection.enforced])
+    assert events and all(x.type.value == "waf" and x.server.group == nginx_group["name"] for x in events), e.text()

@@ -12,6 +12,10 @@ bytes. It pairs each HTTP `request` event with its `response` and runs the WAF o
 A request whose response never comes (cut connection, more than `MAX_PENDING` waiting) is
 inspected on its own, at the latest when the flow ends (`finish`). Findings carry ts/frame 0:
 the pipeline adds the frames. A blocked transaction's findings get `action_on_block`.
+
+`immediate` (the inline enforcer) inspects each request as soon as it is complete, so that a
+blocking request is cut before the server answers it; the pair is inspected again when the
+response comes, and only the response side's findings are kept from that second look.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ _NO_ADDRESS = "0.0.0.0"  # the pipeline's DetectContext carries ports only
 class WafFlowInspector:
     """One flow's WAF: pairs request and response events and inspects each transaction once."""
 
-    __slots__ = ("_action", "_by_stream", "_client", "_engine", "_in_order", "_server")
+    __slots__ = ("_action", "_by_stream", "_client", "_engine", "_immediate", "_in_order", "_server")
 
     def __init__(
         self,
@@ -43,8 +47,10 @@ class WafFlowInspector:
         action_on_block: Action = Action.DENY,
         client_port: int = 0,
         server_port: int = 80,
+        immediate: bool = False,
     ) -> None:
         self._engine = engine
+        self._immediate = immediate
         self._action = action_on_block
         self._client = (_NO_ADDRESS, client_port)
         self._server = (_NO_ADDRESS, server_port)
@@ -67,7 +73,7 @@ class WafFlowInspector:
         if not isinstance(stream, int):
             return self._inspect(event, None) if event.kind == "request" else []
         if event.kind == "request":
-            found = self._evict(len(self._by_stream))
+            found = self._evict(len(self._by_stream)) + self._now(event)
             self._by_stream[stream] = event
             return found
         request = self._by_stream.pop(stream, None)
@@ -75,6 +81,10 @@ class WafFlowInspector:
 
     def finish(self) -> list[Finding]:
         found: list[Finding] = []
+        if self._immediate:  # every waiting request was inspected when it came
+            self._in_order.clear()
+            self._by_stream.clear()
+            return found
         while self._in_order:
             found += self._inspect(self._in_order.popleft(), None)
         for request in self._by_stream.values():
@@ -84,7 +94,7 @@ class WafFlowInspector:
 
     def _http1(self, event: L7Event) -> list[Finding]:
         if event.kind == "request":
-            found = self._evict(len(self._in_order))
+            found = self._evict(len(self._in_order)) + self._now(event)
             self._in_order.append(event)
             return found
         status = event.fields.get("status")
@@ -94,8 +104,17 @@ class WafFlowInspector:
             return []  # a response to a request this inspector never saw (mid-stream start)
         return self._inspect(self._in_order.popleft(), event)
 
+    def _now(self, request: L7Event) -> list[Finding]:
+        return self._inspect(request, None) if self._immediate else []
+
     def _evict(self, waiting: int) -> list[Finding]:
         if waiting < MAX_PENDING:
+            return []
+        if self._immediate:  # already inspected on its own: drop the oldest waiting request
+            if self._in_order:
+                self._in_order.popleft()
+            else:
+                self._by_stream.pop(next(iter(self._by_stream)))
             return []
         if self._in_order:
             return self._inspect(self._in_order.popleft(), None)
@@ -104,7 +123,11 @@ class WafFlowInspector:
 
     def _inspect(self, request: L7Event, response: L7Event | None) -> list[Finding]:
         result = self._engine.inspect_events(request, response, self._client, self._server)
-        return self._findings(result)
+        found = self._findings(result)
+        if self._immediate and response is not None:
+            # The request side was reported when the request came: keep what the response added.
+            found = [f for f in found if f.direction is Direction.S2C]
+        return found
 
     def _findings(self, result: WafResult) -> list[Finding]:
         found = result.findings()
@@ -114,7 +137,7 @@ class WafFlowInspector:
 
 
 def waf_flow_inspector(
-    engine: WafEngine, *, action_on_block: Action = Action.DENY
+    engine: WafEngine, *, action_on_block: Action = Action.DENY, immediate: bool = False
 ) -> Callable[[DetectContext], WafFlowInspector | None]:
     """A pipeline factory: a WAF inspector for every TCP flow (HTTP runs over TCP only), None otherwise.
 
@@ -124,6 +147,6 @@ def waf_flow_inspector(
     def make(ctx: DetectContext) -> WafFlowInspector | None:
         if ctx.proto != PROTO_TCP:
             return None
-        return WafFlowInspector(engine, action_on_block, ctx.client_port, ctx.server_port)
+        return WafFlowInspector(engine, action_on_block, ctx.client_port, ctx.server_port, immediate)
 
     return make

@@ -13,7 +13,7 @@ from podwall.datapath.io.nfqueue import NF_REPEAT, QueueMessage
 from podwall.enforce.inline_inspect import InlineInspection
 from podwall.enforce.reset import ResetTarget
 from podwall.enforce.worker import Decision, Worker, WorkerConfig
-from podwall.inspect.setup import Inspectors
+from podwall.inspect.setup import InspectOptions, Inspectors
 from podwall.inventory.loader import parse_inventory_text
 from podwall.inventory.resolver import Resolver
 from podwall.lab.synth import tcp_exchange
@@ -38,7 +38,7 @@ def _policy(mode: str) -> Policy:
 
 @pytest.fixture(scope="module")
 def inspectors() -> dict[str, Inspectors]:
-    return {mode: Inspectors(_policy(mode)) for mode in ("protect", "monitor")}
+    return {mode: Inspectors(_policy(mode), InspectOptions(inline=True)) for mode in ("protect", "monitor")}
 
 
 def _run(mode: str, inspectors: Inspectors, request: bytes) -> tuple[list[Decision], list[Event], list[ResetTarget]]:
