@@ -195,12 +195,28 @@ def _insert_new(conn: Connection, rows: dict[str, dict[str, Any]]) -> int:
     for start in range(0, len(skipped), _CHUNK):
         chunk = skipped[start : start + _CHUNK]
         for event_id, data in conn.execute(select(EventRow.id, EventRow.data).where(EventRow.id.in_(chunk))):
-            if data != rows[event_id]["data"]:
+            if not _same_event(data, rows[event_id]["data"]):
                 raise ValueError(
                     f"event id {event_id!r} is already stored with different content; "
                     "nothing from this batch was stored"
                 )
     return len(inserted)
+
+
+def _comparable(data: Any) -> Any:
+    """An event's stored content as it compares: read through the current schema (a field added
+    since it was stored reads as its default) and without `recorded`, the time it was written."""
+    try:
+        normal = Event.model_validate(data).to_dict()
+    except ValidationError:
+        return data
+    normal.pop("recorded", None)
+    return normal
+
+
+def _same_event(stored: Any, new: Any) -> bool:
+    """Whether a stored event and a new one with its id are the same fact (re-running an analysis)."""
+    return stored == new or _comparable(stored) == _comparable(new)
 
 
 def _filters(

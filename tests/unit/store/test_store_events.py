@@ -187,6 +187,15 @@ def test_same_id_other_content_is_refused(store: EventStore, make_event: MakeEve
     assert [(e.id, e.message) for e in store.query()] == [("a", "original")]
 
 
+def test_same_event_written_again_later_is_not_a_conflict(store: EventStore, make_event: MakeEvent) -> None:
+    """Re-running an analysis records the same fact again with a new `recorded` time: it is skipped, not refused."""
+    event = make_event("again")
+    assert store.add([event]) == 1
+    later = event.model_copy(update={"recorded": event.recorded + timedelta(hours=1)})
+    assert store.add([later]) == 0
+    assert store.count() == 1
+
+
 def test_conflict_inside_batch_stores_nothing(store: EventStore, make_event: MakeEvent) -> None:
     """A batch holding two different events with one id is refused whole."""
     batch = [make_event("ok"), make_event("dup", message="one"), make_event("dup", message="two")]
