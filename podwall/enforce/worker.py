@@ -450,7 +450,9 @@ class Worker:
         if not requests:
             if not finished:
                 return ACCEPT  # nothing new, or client messages that are no requests (a MySQL ping)
-            if conn.judged and not conn.inspect:
+            if conn.judged:
+                if conn.inspect:
+                    return ACCEPT  # admitted so far; the inspectors keep it in userspace to its end
                 # Parsing ended cleanly after requests that were all admitted: no request can
                 # follow that the DPI would see, so the connection may leave the queue.
                 conn.final = (NF_REPEAT, self.config.mark_allow)

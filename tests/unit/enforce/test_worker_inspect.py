@@ -25,13 +25,17 @@ PLAIN = b"GET /item?id=42 HTTP/1.1\r\nHost: api\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-def _policy(mode: str) -> Policy:
+def _policy(mode: str, l7: bool = False) -> Policy:
     groups: list[dict[str, Any]] = [
         {"name": f"nv.{s}.shop", "criteria": [{"key": "service", "op": "=", "value": s}], "mode": mode}
         for s in ("web", "cache", "api")
     ]
     groups[2]["waf"] = {"status": True, "settings": [{"name": "crs", "action": "deny"}]}
-    rules = [{"id": 1, "from": "nv.web.shop", "to": "nv.api.shop", "ports": ["tcp/8080"], "applications": ["http"]}]
+    rules: list[dict[str, Any]] = [
+        {"id": 1, "from": "nv.web.shop", "to": "nv.api.shop", "ports": ["tcp/8080"], "applications": ["http"]}
+    ]
+    if l7:
+        rules[0]["l7"] = {"http": {"methods": ["GET"]}}
     spec = {"defaultMode": mode, "groups": groups, "rules": rules}
     return Policy.model_validate({"metadata": {"name": "t"}, "spec": spec})
 
@@ -41,12 +45,14 @@ def inspectors() -> dict[str, Inspectors]:
     return {mode: Inspectors(_policy(mode), InspectOptions(inline=True)) for mode in ("protect", "monitor")}
 
 
-def _run(mode: str, inspectors: Inspectors, request: bytes) -> tuple[list[Decision], list[Event], list[ResetTarget]]:
+def _run(
+    mode: str, inspectors: Inspectors, request: bytes, l7: bool = False
+) -> tuple[list[Decision], list[Event], list[ResetTarget]]:
     inventory = parse_inventory_text(INVENTORY, "inv.yaml").inventory
     events: list[Event] = []
     resets: list[ResetTarget] = []
     worker = Worker(
-        _policy(mode),
+        _policy(mode, l7),
         Resolver(inventory),
         WorkerConfig(ALLOW_MARK, DENY_MARK),
         sink=events.extend,
@@ -85,3 +91,11 @@ def test_an_ordinary_request_passes_in_protect_mode(inspectors: dict[str, Inspec
     decisions, events, resets = _run("protect", inspectors["protect"], PLAIN)
     assert (NF_REPEAT, DENY_MARK) not in decisions and not resets
     assert not [e for e in events if e.detection is not None and e.detection.action == "deny"]
+
+
+def test_a_guarded_connection_judged_per_request_is_not_denied_at_its_end(inspectors: dict[str, Inspectors]) -> None:
+    """With an L7 rule (GET only) on the guarded connection, ordinary GETs pass to the connection's end:
+    the end of parsing is not mistaken for a request the rule refuses."""
+    decisions, events, resets = _run("protect", inspectors["protect"], PLAIN, l7=True)
+    assert (NF_REPEAT, DENY_MARK) not in decisions and not resets
+    assert not [e for e in events if e.verdict is not None and e.verdict.action == "deny"]
