@@ -17,39 +17,12 @@ from podwall.datapath.io.pcapwriter import PcapWriter
 from podwall.lab.synth import tcp_exchange
 from podwall.store.events import EventStore
 from tests.conftest import corpus_dir
+from tests.inspect_shop import INVENTORY, shop_policy
 
 NDPI = corpus_dir() / "dpi" / "ndpi"
 needs_corpus = pytest.mark.skipif(not NDPI.is_dir(), reason=f"corpus not found at {NDPI} (set PODWALL_CORPUS)")
 
 CARD = b"4111 1111 1111 1111"
-INVENTORY = """\
-apiVersion: podwall.io/v1
-kind: Inventory
-cluster: shop
-namespaces: [{name: shop}]
-workloads:
-  - {name: web, namespace: shop, kind: Deployment, labels: {app: web}, pods: [{name: web-1, ips: [10.1.0.10]}]}
-  - {name: pay, namespace: shop, kind: Deployment, labels: {app: pay}, pods: [{name: pay-1, ips: [10.1.0.20]}]}
-  - {name: logs, namespace: shop, kind: Deployment, labels: {app: logs}, pods: [{name: logs-1, ips: [10.1.0.30]}]}
-"""
-POLICY = """\
-apiVersion: podwall.io/v1
-kind: Policy
-metadata: {name: shop}
-spec:
-  defaultMode: monitor
-  groups:
-    - name: nv.pay.shop
-      criteria: [{key: service, op: '=', value: pay}, {key: namespace, op: '=', value: shop}]
-      dlp: {status: true, settings: [{name: sensor.creditcard, action: %s}]}
-    - name: nv.web.shop
-      criteria: [{key: service, op: '=', value: web}, {key: namespace, op: '=', value: shop}]
-    - name: nv.logs.shop
-      criteria: [{key: service, op: '=', value: logs}, {key: namespace, op: '=', value: shop}]
-  rules:
-    - {id: 1, from: nv.web.shop, to: nv.pay.shop, ports: [tcp/8080], applications: [http]}
-    - {id: 2, from: nv.web.shop, to: nv.logs.shop, ports: [tcp/8080], applications: [http]}
-"""
 
 
 def podwall(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -110,7 +83,7 @@ def test_check_applies_dlp_at_the_group_boundary_and_records_events(shop: Path, 
     """A card sent to the DLP-guarded group is a deny finding (exit 1), stored masked with its pcap;
     the same card sent to a group without DLP is not reported."""
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY % "deny")
+    policy.write_text(shop_policy("deny"))
     db = tmp_path / "events.db"
     pcaps = tmp_path / "pcaps"
     inventory = tmp_path / "inventory.yaml"
@@ -136,7 +109,7 @@ def test_check_applies_dlp_at_the_group_boundary_and_records_events(shop: Path, 
 def test_check_with_an_allow_setting_alerts_without_failing(shop: Path, tmp_path: Path) -> None:
     """With `action: allow` the finding is an alert: recorded, but `check` exits 0 (no violation, nothing blocking)."""
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY % "allow")
+    policy.write_text(shop_policy("allow"))
     res = podwall("check", shop, "-i", tmp_path / "inventory.yaml", "-p", policy, "--json", "--no-store")
     assert res.returncode == 0, res.stdout + res.stderr
     dlp = [f for f in json.loads(res.stdout)["findings"] if f["type"] == "dlp"]
@@ -146,7 +119,7 @@ def test_check_with_an_allow_setting_alerts_without_failing(shop: Path, tmp_path
 def test_no_inspect_turns_the_inspectors_off(shop: Path, tmp_path: Path) -> None:
     """--no-inspect reads the traffic without inspectors: no findings, exit 0."""
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY % "deny")
+    policy.write_text(shop_policy("deny"))
     res = podwall("check", shop, "-i", tmp_path / "inventory.yaml", "-p", policy, "--no-store", "--no-inspect")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "0 finding(s)" in res.stdout

@@ -11,32 +11,8 @@ from podwall.enforce.monitor import Monitor
 from podwall.inventory.loader import load_inventory
 from podwall.lab.synth import tcp_exchange
 from podwall.policy.formats.podwall_yaml import parse_policy
+from tests.inspect_shop import INVENTORY, shop_policy
 
-INVENTORY = """\
-apiVersion: podwall.io/v1
-kind: Inventory
-cluster: shop
-namespaces: [{name: shop}]
-workloads:
-  - {name: web, namespace: shop, kind: Deployment, labels: {app: web}, pods: [{name: web-1, ips: [10.1.0.10]}]}
-  - {name: pay, namespace: shop, kind: Deployment, labels: {app: pay}, pods: [{name: pay-1, ips: [10.1.0.20]}]}
-"""
-POLICY = """\
-apiVersion: podwall.io/v1
-kind: Policy
-metadata: {name: shop}
-spec:
-  defaultMode: monitor
-  groups:
-    - name: nv.pay.shop
-      criteria: [{key: service, op: '=', value: pay}, {key: namespace, op: '=', value: shop}]
-      dlp: {status: true, settings: [{name: sensor.creditcard, action: deny}]}
-      waf: {status: true, settings: [{name: crs, action: deny}]}
-    - name: nv.web.shop
-      criteria: [{key: service, op: '=', value: web}, {key: namespace, op: '=', value: shop}]
-  rules:
-    - {id: 1, from: nv.web.shop, to: nv.pay.shop, ports: [tcp/8080], applications: [http]}
-"""
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -51,7 +27,7 @@ def _monitor(tmp_path: Path, inspect: bool) -> Monitor:
     inv_file = tmp_path / "inventory.yaml"
     inv_file.write_text(INVENTORY)
     return Monitor.for_policy(
-        parse_policy(POLICY), load_inventory([inv_file]), inspect=inspect, pcap_dir=tmp_path / "pcaps"
+        parse_policy(shop_policy(waf=True)), load_inventory([inv_file]), inspect=inspect, pcap_dir=tmp_path / "pcaps"
     )
 
 
