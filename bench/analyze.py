@@ -12,25 +12,14 @@ tool's figure is its best round; the ratio is podwall / nfstream. Not a test: it
 
 from __future__ import annotations
 
-import os
+import argparse
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# Run as a script, this file's directory comes first on sys.path, where a sibling bench script
-# (bench/inspect.py) would shadow the standard library: keep the directory (for `corpus`), last.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and sys.path[0] == _HERE:
-    sys.path.append(sys.path.pop(0))
-
-import argparse  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from corpus import DEFAULT_CORPUS, captures, concatenate, run_nfstream, run_podwall  # noqa: E402
+from corpus import DEFAULT_CORPUS, captures, concatenate, run_nfstream, run_podwall
 
 
 def run_podwall_cli(path: Path) -> float:

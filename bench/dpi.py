@@ -18,21 +18,13 @@ alike; each variant's figure is its best round. Not a test: it prints.
 
 from __future__ import annotations
 
-import os
+import argparse
 import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
-# Run as a script, this file's directory comes first on sys.path, where a sibling bench script
-# (bench/inspect.py) would shadow the standard library: keep the directory (for `corpus`), last.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and sys.path[0] == _HERE:
-    sys.path.append(sys.path.pop(0))
-
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from corpus import DEFAULT_CORPUS, captures, concatenate, run_nfstream, run_podwall  # noqa: E402
+from corpus import DEFAULT_CORPUS, captures, concatenate, run_nfstream, run_podwall
 
 VARIANTS: dict[str, Callable[[Path], tuple[int, int, float]]] = {
     "dpi detect": lambda path: run_podwall(path, dpi=True, depth="detect"),

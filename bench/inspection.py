@@ -11,29 +11,20 @@ is its best round. Also printed: the cold compile and the cached load of the
 built-in sensors, and WAF requests per second (ModSecurity + CRS + podwall's own layer at
 paranoia 1 and 2, against parsing the same requests alone). Not a test: it prints.
 
-    .venv/bin/python bench/inspect.py [--rounds 3] [--megabytes 8] [--flow-kb 64] [--segment 1460]
+    .venv/bin/python bench/inspection.py [--rounds 3] [--megabytes 8] [--flow-kb 64] [--segment 1460]
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import random
+import tempfile
+import time
+from collections.abc import Callable
 
-# This script shares its name with the standard library's `inspect`: run as a script, bench/ comes
-# first on sys.path and would shadow that module for everything imported below. Take it out.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
-
-import argparse  # noqa: E402
-import random  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-from podwall.inspect.dlp import DlpEngine, builtin_sensors  # noqa: E402
-from podwall.inspect.dlp.reference import ReferenceScanner  # noqa: E402
-from podwall.inspect.dlp.validators import luhn_ok  # noqa: E402
+from podwall.inspect.dlp import DlpEngine, builtin_sensors
+from podwall.inspect.dlp.reference import ReferenceScanner
+from podwall.inspect.dlp.validators import luhn_ok
 
 CARD_PREFIXES = ("4", "51", "55", "2221", "34", "37", "6011", "65", "3528")
 
