@@ -16,7 +16,9 @@ the mode), and the ratio of the two is what counts:
       at idle CPU priority as `podwall monitor` does;
   (q) only when asked (`--modes q`): (c)'s ruleset with a stand-in worker that allows every
       queued packet without decoding it: what the queue's round trip alone costs here, the
-      floor under (c).
+      floor under (c);
+  (p) only when asked (`--modes p`): (c) with workers that busy-poll their queue for up to
+      BUSY_POLL_US after each packet (`podwall enforce --busy-poll-us`) instead of sleeping.
 
 Measurements, from the client pod to the server pod: single-stream throughput and new
 connections per second (a sequential Python client; each connection sends one HTTP request,
@@ -58,6 +60,7 @@ from typing import Any, TypeVar
 IPERF_PORT = 5201
 STREAM_PORT = 8080
 ANSWER_PORT = 9000
+BUSY_POLL_US = 200  # mode (p)'s workers
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
@@ -95,6 +98,9 @@ MODES = {
     # Not run by default: (c)'s ruleset with a worker that allows every queued packet unseen, i.e.
     # what the queue's round trip alone costs on this machine (the floor under (c)).
     "q": Mode("q", "decide-once, queue only (allow-all)", "http"),
+    # Not run by default: (c) with workers that busy-poll their queue (`podwall enforce
+    # --busy-poll-us`) instead of sleeping between packets.
+    "p": Mode("p", f"L7 decide-once, busy poll {BUSY_POLL_US} us", "http", 0.95, 0.75),
 }
 DEFAULT_MODES = ["a", "b", "c", "d", "e"]
 
@@ -132,7 +138,7 @@ POLICIES = {
     ),
 }
 POLICIES["e"] = POLICIES["b"]  # the monitor judges by the L3/L4 policy: no violations, full DPI
-POLICIES["q"] = POLICIES["c"]
+POLICIES["q"] = POLICIES["p"] = POLICIES["c"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,10 +327,10 @@ class Bench:
         from podwall.enforce.plan import build_plan
         from podwall.policy.model import Policy
 
-        if key in ("b", "c", "d", "q"):
+        if key in ("b", "c", "d", "q", "p"):
             self.enforcer.apply(build_plan(Policy.model_validate(POLICIES[key]), self.inventory))
         self.setups += 1
-        if key in ("c", "d", "q"):
+        if key in ("c", "d", "q", "p"):
             for num in self.queue.numbers:
                 if key == "q":
                     argv = [sys.executable, ROLES, "_allow_all", str(num)]
@@ -332,6 +338,7 @@ class Bench:
                     policy = str(self.policy_files[key])
                     argv = [sys.executable, ROLES, "_worker", str(num), policy, self.state.inventory]
                     argv.append(self._profile_path(f"{key}-worker{num}"))
+                    argv.append(str(BUSY_POLL_US if key == "p" else 0))
                 argv = ["ip", "netns", "exec", self.state.node_netns, *argv]
                 self.helpers.append(Background.start(f"worker {num}", argv, self.root / f"worker-{num}.log", True))
         if key == "e":
@@ -466,7 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="pairs per mode (default 2)")
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement (default 5)")
     ap.add_argument(
-        "--modes", type=_modes, default=DEFAULT_MODES, help="comma-separated subset of a,b,c,d,e (q: the queue alone)"
+        "--modes",
+        type=_modes,
+        default=DEFAULT_MODES,
+        help="comma-separated subset of a,b,c,d,e (q: queue alone; p: (c) busy-polling)",
     )
     ap.add_argument("--profile", type=Path, help="write cProfile statistics of the workers and the monitor here")
     args = ap.parse_args(argv)

@@ -136,12 +136,12 @@ def _profiled(path: str, fn: Callable[[], T]) -> T:
         prof.dump_stats(path)
 
 
-def run_worker(queue_num: int, policy_path: str, inventory_path: str, profile: str) -> None:
+def run_worker(queue_num: int, policy_path: str, inventory_path: str, profile: str, busy_poll_us: int) -> None:
     """The NFQUEUE worker on one queue (run inside the node namespace) until SIGTERM; prints its counters."""
     from podwall.datapath.io.nfqueue import NfQueue
     from podwall.enforce.reset import RawResetter
     from podwall.enforce.worker import Worker, WorkerConfig
-    from podwall.enforce.worker_process import keep_freed_memory
+    from podwall.enforce.worker_process import keep_freed_memory, settle_heap
     from podwall.inventory.loader import load_inventory
     from podwall.inventory.resolver import Resolver
     from podwall.policy.model import Policy
@@ -152,9 +152,10 @@ def run_worker(queue_num: int, policy_path: str, inventory_path: str, profile: s
     inventory = load_inventory([inventory_path])
     resetter = RawResetter()
     worker = Worker(policy, Resolver(inventory), WorkerConfig.podwall(), resetter=resetter)
+    settle_heap()  # as `podwall enforce` workers do
     with NfQueue(queue_num, fail_open=False) as queue:
         print("ready", flush=True)
-        _profiled(profile, lambda: worker.run(queue, stop))
+        _profiled(profile, lambda: worker.run(queue, stop, spin=busy_poll_us / 1e6))
         stats: dict[str, Any] = dict(worker.stats)
         stats["queue"] = dict(queue.stats)
     resetter.close()
@@ -205,7 +206,7 @@ ROLES: dict[str, Callable[[list[str]], None]] = {
     "_answer": lambda a: serve_answer(int(a[0])),
     "_stream": lambda a: run_stream(a[0], int(a[1]), float(a[2])),
     "_connect": lambda a: run_connections(a[0], int(a[1]), float(a[2])),
-    "_worker": lambda a: run_worker(int(a[0]), a[1], a[2], a[3]),
+    "_worker": lambda a: run_worker(int(a[0]), a[1], a[2], a[3], int(a[4])),
     "_allow_all": lambda a: run_allow_all(int(a[0])),
     "_tap": lambda a: run_tap(a[0], a[1], a[2], a[3]),
 }

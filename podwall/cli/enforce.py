@@ -92,7 +92,7 @@ def monitor(
     err.print(f"monitoring lab {state.lab} ({len(state.pods)} pods); Ctrl-C to stop", highlight=False)
     try:
         if inspect and pcap_dir is None and not no_store:
-            pcap_dir = default_pcap_dir()
+            pcap_dir = default_pcap_dir(db)
         stats = monitor_lab(state, pol, sinks, duration=duration, on_events=show, inspect=inspect, pcap_dir=pcap_dir)
     finally:
         for sink in sinks:
@@ -111,12 +111,21 @@ def enforce(
     fail: Annotated[str, typer.Option(help="when no worker reads a queue: open (pass) or closed (drop)")] = "open",
     queue_first: Annotated[int, typer.Option(min=0, max=65535, help="first NFQUEUE number")] = 100,
     restart_delay: Annotated[float, typer.Option(min=0.0, help="seconds before a dead worker is restarted")] = 1.0,
+    busy_poll_us: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=100_000,
+            help="microseconds a worker busy-polls its queue before sleeping: faster new connections, a busy CPU",
+        ),
+    ] = 0,
     keep_rules: Annotated[bool, typer.Option("--keep-rules", help="leave the ruleset in place on stop")] = False,
     control_dir: ControlDirOpt = None,
     duration: Annotated[float | None, typer.Option(min=0.1, help="stop after this many seconds")] = None,
     db: DbOpt = None,
     jsonl: JsonlOpt = None,
     no_store: NoStoreOpt = False,
+    pcap_dir: PcapDirOpt = None,
 ) -> None:
     """Enforce a policy inline on a node (root): nftables L3/L4 ruleset, NFQUEUE workers for L7
     decisions, supervisor; SIGHUP or a changed file reloads; stops on Ctrl-C, SIGTERM or --duration."""
@@ -166,7 +175,8 @@ def enforce(
     service = EnforcerService(
         policy, inv_paths, netns, workers=workers, fail=fail, sinks=sinks, control_dir=where,
         keep_rules=keep_rules, queue_first=queue_first, restart_delay=restart_delay, on_events=show,
-        drift_interfaces=drift_interfaces, drift_addresses=drift_addresses,
+        drift_interfaces=drift_interfaces, drift_addresses=drift_addresses, busy_poll=busy_poll_us / 1e6,
+        pcap_dir=pcap_dir if pcap_dir is not None or no_store else default_pcap_dir(db),
     )  # fmt: skip
     stop = threading.Event()
     try:

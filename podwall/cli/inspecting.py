@@ -36,10 +36,26 @@ PcapDirOpt = Annotated[
 ]
 
 
-def default_pcap_dir() -> Path:
-    """$XDG_DATA_HOME/podwall/pcaps (beside the default event store)."""
+def default_pcap_dir(db: str | None = None) -> Path:
+    """Beside the event store: next to the SQLite file that `db` (else $PODWALL_DB) names, else
+    $XDG_DATA_HOME/podwall/pcaps (beside the default store)."""
+    import os
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     from podwall.store.db import default_db_path
 
+    location = (db if db is not None else os.environ.get("PODWALL_DB", "")).strip()
+    if location:
+        if "://" not in location:
+            return Path(location).expanduser().absolute().parent / "pcaps"
+        try:
+            url = make_url(location)
+        except ArgumentError:
+            url = None
+        if url is not None and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return Path(str(url.database)).expanduser().absolute().parent / "pcaps"
     return default_db_path().parent / "pcaps"
 
 

@@ -193,7 +193,7 @@ def check(
     problems = _Problems(quiet=as_json)
     if inspect:
         named, findings = inspected_flows(captures, resolver, problems, pol, paranoia)
-        keep_pcaps(findings, pcap_dir or (default_pcap_dir() if recorder.store is not None else None))
+        keep_pcaps(findings, pcap_dir or (default_pcap_dir(db) if recorder.store is not None else None))
     else:
         depth = "full" if any(r.l7 is not None for r in pol.spec.rules) else "detect"
         named, findings = _flows(captures, resolver, problems, depth=depth), []

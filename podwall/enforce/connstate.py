@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from podwall.core.types import PROTO_ICMP, PROTO_ICMPV6, Endpoint, Packet
 from podwall.core.verdict import Verdict
-from podwall.datapath.flows import Flow
+from podwall.datapath.flows import DpiSessionLike, Flow
 from podwall.enforce.verdicts import Decision
 from podwall.policy.l7context import requests_of, server_name_of
 
@@ -46,15 +46,27 @@ class Record:
 
     __slots__ = ("app", "client_ip", "client_port", "decision", "server_ip", "server_name", "server_port", "version")
 
-    def __init__(self, flow: Flow, decision: Decision, version: int) -> None:
+    def __init__(
+        self,
+        decision: Decision,
+        version: int,
+        app: str | None,
+        server_name: str | None,
+        client: tuple[bytes, int],
+        server: tuple[bytes, int],
+    ) -> None:
         self.decision = decision
         self.version = version
-        self.app = flow.app
-        self.server_name = flow.server_name
-        self.client_ip = flow.client_ip
-        self.client_port = flow.client_port
-        self.server_ip = flow.server_ip
-        self.server_port = flow.server_port
+        self.app = app
+        self.server_name = server_name
+        self.client_ip, self.client_port = client
+        self.server_ip, self.server_port = server
+
+    @classmethod
+    def of(cls, flow: Flow, decision: Decision, version: int) -> Record:
+        """The record of a decided flow."""
+        client, server = (flow.client_ip, flow.client_port), (flow.server_ip, flow.server_port)
+        return cls(decision, version, flow.app, flow.server_name, client, server)
 
 
 def flow_key(pkt: Packet) -> FlowKeyTuple:
@@ -78,20 +90,39 @@ class VerdictCache:
 
     @staticmethod
     def _key(flow: Flow, requests: tuple[Mapping[str, object], ...] | None) -> tuple[object, ...]:
-        port = 0 if flow.proto in (PROTO_ICMP, PROTO_ICMPV6) else flow.server_port
-        known = flow.server_name
+        return VerdictCache.key_of(
+            flow.client_ip, flow.server_ip, flow.proto, flow.server_port, flow.app, flow.server_name, flow.dpi, requests
+        )
+
+    @staticmethod
+    def key_of(
+        client_ip: bytes,
+        server_ip: bytes,
+        proto: int,
+        server_port: int,
+        app: str | None,
+        known: str | None,
+        dpi: DpiSessionLike | None,
+        requests: tuple[Mapping[str, object], ...] | None = None,
+    ) -> tuple[object, ...]:
+        """The key of a connection with these ends, application and server name (`known`, else
+        the one its requests name); `requests` None: the DPI's."""
+        port = 0 if proto in (PROTO_ICMP, PROTO_ICMPV6) else server_port
         if known is not None:
             name: str | None = known
         else:
             if requests is None:
-                dpi = flow.dpi
                 requests = requests_of(dpi.requests, dpi.requests_truncated) if dpi is not None else ()
             name = server_name_of(requests)
-        return (flow.client_ip, flow.server_ip, flow.proto, port, flow.app, name, known)
+        return (client_ip, server_ip, proto, port, app, name, known)
 
     def get(self, flow: Flow) -> tuple[Verdict, bool] | None:
         """(verdict, the connection is judged per request) of an earlier connection like `flow`."""
         return self._entries.get(self._key(flow, None))
+
+    def get_key(self, key: tuple[object, ...]) -> tuple[Verdict, bool] | None:
+        """As `get`, by a key from `key_of`."""
+        return self._entries.get(key)
 
     def put(self, flow: Flow, requests: tuple[Mapping[str, object], ...], verdict: Verdict, per_request: bool) -> None:
         entries = self._entries

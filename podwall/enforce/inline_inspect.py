@@ -6,33 +6,61 @@ inspectors (and the threat engine's stream and L7 checks) as offline analysis do
 packet the worker asks `review`: the findings the policy attaches become events, and in protect
 mode a finding whose action blocks (deny, drop, reset) cuts the connection — the worker then
 denies it as it denies a policy violation (deny mark, resets to both ends).
+
+Forensics: the worker hands every queued packet to `remember`, which keeps the flow's first
+~2 KB and its latest frames on the flow's session (each cut to `FRAME_SNAP` bytes: a GSO packet
+reaches 64 KiB). With a `pcap_dir`, each finding's frames are written there as a pcap its event
+points to, as offline analysis does; at most `PCAP_BUDGET` files a minute per worker, so an
+attack that floods findings does not flood the disk (the events beyond say no pcap).
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
-from podwall.analysis.inspection import NamedFinding, attach_findings, finding_event
+from podwall.analysis.inspection import NamedFinding, attach_findings, finding_event, save_pcaps
 from podwall.core.events import Event
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import Endpoint, proto_name
 from podwall.datapath.flows import DpiSessionLike, Flow, FlowTable
+from podwall.datapath.io.pcap import Frame
 from podwall.dpi.base import DetectContext
 from podwall.dpi.session import DpiSession
-from podwall.inspect.pipeline import InspectedSession, InspectingFlowTable
+from podwall.inspect.pipeline import Forensics, InspectedSession, InspectingFlowTable
 from podwall.inspect.setup import Inspectors
 from podwall.policy.evaluate import PolicyEngine
 
-__all__ = ["InlineInspection"]
+__all__ = ["FRAME_SNAP", "PCAP_BUDGET", "InlineInspection"]
+
+log = logging.getLogger(__name__)
+
+FRAME_SNAP = 4096  # bytes of each queued packet kept for a finding's pcap
+PCAP_BUDGET = 120  # finding pcaps written per worker and minute
 
 
 class InlineInspection:
     """The inspectors of one worker (loaded once per worker process)."""
 
-    def __init__(self, inspectors: Inspectors, limits: Limits = DEFAULT_LIMITS, source: str = "enforce") -> None:
+    def __init__(
+        self,
+        inspectors: Inspectors,
+        limits: Limits = DEFAULT_LIMITS,
+        source: str = "enforce",
+        pcap_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.inspectors = inspectors
         self.limits = limits
         self.source = source
+        self.pcap_dir = pcap_dir
+        self.pcaps_written = 0
+        self.pcaps_skipped = 0
+        self._clock = clock
+        self._minute = (clock(), 0)  # (start of the current budget minute, pcaps written in it)
         self._inspection = inspectors.inspection()
 
     def flow_table(self) -> FlowTable:
@@ -42,6 +70,20 @@ class InlineInspection:
     def _session(self, ctx: DetectContext) -> DpiSessionLike:
         found = [i for i in (make(ctx) for make in self._inspection.flow_inspectors) if i is not None]
         return InspectedSession(DpiSession(ctx, self.limits), found, self._inspection.threats)
+
+    def remember(self, flow: Flow, frame: Frame) -> None:
+        """Keep a copy of the packet the worker is deciding, for the pcaps of the flow's findings
+        (`frame` is the worker's, reused for the next packet)."""
+        session = flow.dpi
+        if not isinstance(session, InspectedSession):
+            return
+        kept = session.forensics
+        if kept is None:
+            kept = session.forensics = Forensics()
+        data = frame.data
+        if len(data) > FRAME_SNAP:
+            data = data[:FRAME_SNAP]
+        kept.add(Frame(frame.number, frame.ts, frame.linktype, bytes(data), frame.orig_len))
 
     def guards(self, engine: PolicyEngine, client: Endpoint, server: Endpoint) -> bool:
         return self.inspectors.guards(engine.member_groups(client), engine.member_groups(server))
@@ -55,11 +97,30 @@ class InlineInspection:
         # Findings made from bytes or events are of the packet the worker is deciding now.
         found = [f if f.frame else replace(f, ts=flow.last_ts, frame=flow.last_frame) for f in found]
         app = flow.app or proto_name(flow.proto)
-        named = [
-            NamedFinding(f, client, server, proto_name(flow.proto), flow.proto, app, flow.server_name, self.source, [])
-            for f in found
-        ]
+        frames = session.forensics.snapshot() if session.forensics is not None else []
+        transport, name = proto_name(flow.proto), flow.server_name
+        named = [NamedFinding(f, client, server, transport, flow.proto, app, name, self.source, frames) for f in found]
         kept = attach_findings(named, self.inspectors, engine)
+        self._save(kept)
         mode, _ = engine.effective_mode(engine.group_of_mode(client), engine.group_of_mode(server))
         cut = mode == "protect" and any(nf.finding.action.blocks for nf in kept)
         return cut, [finding_event(nf, enforced=cut and nf.finding.action.blocks) for nf in kept]
+
+    def _save(self, findings: list[NamedFinding]) -> None:
+        """Write the findings' pcaps within the minute's budget; a failure is logged, the events stay."""
+        if self.pcap_dir is None or not findings:
+            return
+        now = self._clock()
+        start, written = self._minute
+        if now - start >= 60.0:
+            start, written = now, 0
+        room = max(0, PCAP_BUDGET - written)
+        chosen = [nf for nf in findings if nf.frames][:room]
+        self.pcaps_skipped += sum(1 for nf in findings if nf.frames) - len(chosen)
+        try:
+            save_pcaps(chosen, self.pcap_dir)
+        except OSError as exc:
+            log.warning("cannot write finding pcaps to %s: %s", self.pcap_dir, exc)
+            chosen = [nf for nf in chosen if nf.pcap is not None]
+        self.pcaps_written += len(chosen)
+        self._minute = (start, written + len(chosen))

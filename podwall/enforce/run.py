@@ -154,11 +154,17 @@ class EnforcerService:
         drift_interfaces: Sequence[str] = (),
         drift_addresses: Sequence[str] = (),
         drift_refresh: Callable[[], tuple[Sequence[str], Sequence[str]]] | None = None,
+        busy_poll: float = 0.0,
+        pcap_dir: Path | None = None,
     ) -> None:
         if fail not in ("open", "closed"):
             raise ServiceError(f"fail mode must be open or closed, not {fail!r}")
         if workers < 1:
             raise ServiceError(f"at least one worker is needed, not {workers}")
+        if not 0.0 <= busy_poll <= 0.1:
+            raise ServiceError(f"busy polling must be between 0 and 0.1 seconds, not {busy_poll}")
+        self.busy_poll = busy_poll
+        self.pcap_dir = pcap_dir
         self.policy_path = Path(policy_path)
         if isinstance(inventory, Inventory):
             self._inventory_paths: list[Path] = []
@@ -368,7 +374,7 @@ class EnforcerService:
     def _spawn(self, slot: _WorkerSlot) -> None:
         assert self.policy is not None
         spec = WorkerSpec(slot.queue_num, self.netns, self.queue.fail_open, self.policy, self.inventory,
-                          self.version, os.getpid())  # fmt: skip
+                          self.version, os.getpid(), self.busy_poll, self.pcap_dir)  # fmt: skip
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=worker_main, args=(spec, child), name=f"podwall-q{slot.queue_num}")
         proc.daemon = True
@@ -438,7 +444,9 @@ class EnforcerService:
             slot.version = message[1]
             self._status_dirty = True
         elif kind == "beat":
-            slot.stats = message[1]
+            if message[1] != slot.stats:  # the status file shows the counters as of the last beat
+                slot.stats = message[1]
+                self._status_dirty = True
         elif kind == "failed":
             slot.error = message[1]
 

@@ -62,6 +62,8 @@ from podwall.core.types import (
     PROTO_ICMPV6,
     PROTO_TCP,
     TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
     TCP_SYN,
     Direction,
     Endpoint,
@@ -71,10 +73,10 @@ from podwall.core.types import (
 )
 from podwall.core.verdict import DENY, Verdict
 from podwall.datapath.decode import LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_RAW, Decoder
-from podwall.datapath.flows import Flow, FlowTable, default_dpi_factory, server_side_by_port
+from podwall.datapath.flows import DpiFactory, Flow, FlowTable, default_dpi_factory, server_side_by_port
 from podwall.datapath.io.nfqueue import NF_REPEAT, QueueMessage
 from podwall.datapath.io.pcap import Frame
-from podwall.dpi.base import L7Event
+from podwall.dpi.base import DetectContext, L7Event
 from podwall.enforce.connstate import ConnState, FlowKeyTuple, Record, VerdictCache, flow_key
 from podwall.enforce.inline_inspect import InlineInspection
 from podwall.enforce.plan import MARK_ALLOW, MARK_DENY, MARK_MASK, PKT_FIRST, PKT_QUEUED, PKT_REPLY
@@ -98,6 +100,7 @@ _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
 _ICMPS = frozenset((PROTO_ICMP, PROTO_ICMPV6))
 _SYN_ACK = TCP_SYN | TCP_ACK
+_SYN_FIN_RST = TCP_SYN | TCP_FIN | TCP_RST
 _L7_SHOWN = 16  # requests an event lists in its `l7` field
 _RECORDS = 1 << 17  # decided connections remembered (oldest forgotten first)
 _CACHE = 4096  # cached verdicts per policy version
@@ -170,10 +173,14 @@ class Worker:
         self._resetter = resetter
         self._clock = clock
         self.decoder = Decoder(limits, on_problem=self._problem, source=config.source)
+        # The DPI of a first payload answered from the verdict cache (`_first_payload`): none when
+        # inspectors watch the connections, as they need the flow table's flows.
+        self._first_dpi: DpiFactory | None = None
         if inspection is not None:
             self.table = inspection.flow_table()
         else:
-            self.table = FlowTable(limits, dpi_factory=default_dpi_factory(limits))
+            self._first_dpi = default_dpi_factory(limits)
+            self.table = FlowTable(limits, dpi_factory=self._first_dpi)
         self._conns: dict[FlowKeyTuple, ConnState] = {}
         self._records: OrderedDict[FlowKeyTuple, Record] = OrderedDict()
         self._verdicts = VerdictCache(_CACHE)
@@ -197,6 +204,7 @@ class Worker:
                 "batches",
                 "new_connections",
                 "cached_verdicts",
+                "first_payload_cached",
                 "findings",
             ),
             0,
@@ -230,10 +238,18 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self, queue: VerdictQueue, stop: threading.Event, timeout: float = 0.2, max_messages: int = 64) -> None:
-        """Receive and decide until `stop` is set (checked at least every `timeout` seconds)."""
+    def run(
+        self,
+        queue: VerdictQueue,
+        stop: threading.Event,
+        timeout: float = 0.2,
+        max_messages: int = 64,
+        spin: float = 0.0,
+    ) -> None:
+        """Receive and decide until `stop` is set (checked at least every `timeout` seconds);
+        `spin`: seconds of busy polling before the queue sleeps (see `NfQueue.recv`)."""
         while not stop.is_set():
-            messages = queue.recv(timeout, max_messages)
+            messages = queue.recv(timeout, max_messages, spin)
             if messages:
                 self.handle(queue, messages)
 
@@ -324,6 +340,16 @@ class Worker:
             if conn is not None:
                 self._forget(key, conn)
                 conn = None
+            if (
+                self._first_dpi is not None
+                and pkt.proto == PROTO_TCP
+                and not flags & config.flag_reply
+                and not pkt.tcp_flags & _SYN_FIN_RST
+                and pkt.payload
+            ):
+                quick = self._first_payload(pkt, key)
+                if quick is not None:
+                    return quick
         elif conn is None:
             record = self._records.get(key)
             if record is not None:
@@ -344,6 +370,8 @@ class Worker:
         if flow is None:  # pragma: no cover - add() always sets it
             return DROP
         direction = table.last_direction
+        if self.inspection is not None:
+            self.inspection.remember(flow, frame)
         if conn is None or conn.flow is not flow:
             conn = self._conns[key] = ConnState(flow, self.version)
             if record is not None and flow.app is None:
@@ -365,6 +393,36 @@ class Worker:
             decision = self._inspected(flow, conn, pkt, direction, decision)
         if conn.final is not None:
             self._retire(key, conn)
+        return decision
+
+    def _first_payload(self, pkt: Packet, key: FlowKeyTuple) -> Decision | None:
+        """The client's first payload of a new TCP connection, answered without a flow when an
+        earlier connection between the same ends with the same application and server name was
+        allowed without a violation or per-request rules: the DPI runs on the payload alone and
+        the verdict cache gives the answer. None: the connection takes the full path (which
+        names the application again, from the same bytes)."""
+        assert self._first_dpi is not None
+        dpi = self._first_dpi(DetectContext(PROTO_TCP, pkt.sport, pkt.dport))
+        dpi.on_stream(Direction.C2S, pkt.payload)
+        app = dpi.app
+        if app is None:
+            return None  # undecided: the flow table keeps the bytes for the next segment
+        if app == "unknown":
+            app = None  # as Flow.app names it
+        name = dpi.server_name
+        cache_key = VerdictCache.key_of(pkt.src, pkt.dst, PROTO_TCP, pkt.dport, app, name, dpi)
+        cached = self._verdicts.get_key(cache_key)
+        if cached is None or cached[1] or cached[0].violation or cached[0].action == DENY:
+            return None
+        stats = self.stats
+        stats["cached_verdicts"] += 1
+        stats["first_payload_cached"] += 1
+        stats["allowed"] += 1
+        decision: Decision = (NF_REPEAT, self.config.mark_allow)
+        records = self._records
+        if len(records) >= _RECORDS:
+            records.popitem(last=False)
+        records[key] = Record(decision, self.version, app, name, (pkt.src, pkt.sport), (pkt.dst, pkt.dport))
         return decision
 
     def _add(self, pkt: Packet) -> None:
@@ -409,7 +467,7 @@ class Worker:
         records = self._records
         if len(records) >= _RECORDS:
             records.popitem(last=False)
-        records[key] = Record(conn.flow, conn.final, conn.version)
+        records[key] = Record.of(conn.flow, conn.final, conn.version)
         self._forget(key, conn)
 
     def _judge(self, flow: Flow, conn: ConnState, pkt: Packet, direction: Direction) -> Decision:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from podwall.analysis.check import dns_service_groups
 from podwall.core.events import Event
@@ -74,15 +76,26 @@ def keep_freed_memory() -> bool:
     return all(mallopt(param, value) == 1 for param, value in settings)
 
 
-def inline_inspection(policy: Policy, source: str) -> InlineInspection | None:
+def settle_heap() -> None:
+    """Move everything alive now (policy, inventory, rules, code) out of the garbage collector's
+    reach: a full collection otherwise walks that whole heap again and again while the worker
+    allocates per packet, a pause every queued packet behind it waits for. Called again after a
+    reload, it first hands the frozen objects back, so an old policy's cycles are still freed."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def inline_inspection(policy: Policy, source: str, pcap_dir: Path | None = None) -> InlineInspection | None:
     """The inspectors a worker runs: only when some group turns WAF or DLP on (loading the CRS
-    costs each worker ~0.5 s and inspected connections stay in userspace)."""
+    costs each worker ~0.5 s and inspected connections stay in userspace); their findings' pcaps
+    go to `pcap_dir` when given."""
     groups = policy.spec.groups
     if not any((g.waf is not None and g.waf.status) or (g.dlp is not None and g.dlp.status) for g in groups):
         return None
     from podwall.inspect.setup import InspectOptions, Inspectors
 
-    return InlineInspection(Inspectors(policy, InspectOptions(inline=True)), source=source)
+    return InlineInspection(Inspectors(policy, InspectOptions(inline=True)), source=source, pcap_dir=pcap_dir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +109,8 @@ class WorkerSpec:
     inventory: Inventory | None
     version: int
     parent: int
+    busy_poll: float = 0.0  # seconds of busy polling before the queue sleeps (NfQueue.recv's spin)
+    pcap_dir: Path | None = None  # where the inspectors' findings leave their packets
 
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
@@ -125,17 +140,18 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
             sink=send_events,
             resetter=resetter,
             dns_service_groups=dns_service_groups(inventory, resolver),
-            inspection=inline_inspection(policy, source),
+            inspection=inline_inspection(policy, source, spec.pcap_dir),
         )
 
     resetter = RawResetter()
     worker = make_worker(spec.policy, spec.inventory)
+    settle_heap()
     version = spec.version
     conn.send(("ready", spec.queue_num, queue.flags, version))
     next_beat = time.monotonic() + HEARTBEAT
     try:
         while True:
-            messages = queue.recv(0.2, 64)
+            messages = queue.recv(0.2, 64, spec.busy_poll)
             if messages:
                 worker.handle(queue, messages)
             if conn.poll():
@@ -148,6 +164,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
                         if inventory is not None:
                             worker.resolver = Resolver(inventory)
                         worker.reload(policy if policy is not None else worker.engine)
+                        settle_heap()
                     conn.send(("reloaded", version))
             now = time.monotonic()
             if now >= next_beat:

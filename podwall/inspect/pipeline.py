@@ -128,7 +128,7 @@ class InspectedSession:
     `findings` (the engine collects them after each packet).
     """
 
-    __slots__ = ("_inspectors", "_threats", "dpi", "findings", "flow", "lost_findings")
+    __slots__ = ("_inspectors", "_threats", "dpi", "findings", "flow", "forensics", "lost_findings")
 
     def __init__(self, dpi: DpiSession, inspectors: list[FlowInspector], threats: ThreatHooks | None) -> None:
         self.dpi = dpi
@@ -137,6 +137,7 @@ class InspectedSession:
         self.flow: Flow | None = None  # set by the engine once the flow table has made the flow
         self.findings: list[Finding] = []
         self.lost_findings = 0
+        self.forensics: Forensics | None = None  # the flow's frames, where the caller keeps them here
         dpi.on_event = self._on_event
 
     # -- what the flow table and the reports read ----------------------------------------------

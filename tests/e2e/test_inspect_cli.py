@@ -123,3 +123,28 @@ def test_no_inspect_turns_the_inspectors_off(shop: Path, tmp_path: Path) -> None
     res = podwall("check", shop, "-i", tmp_path / "inventory.yaml", "-p", policy, "--no-store", "--no-inspect")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "0 finding(s)" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("db", "env", "expected"),
+    [
+        pytest.param("{tmp}/a/events.db", None, "{tmp}/a/pcaps", id="db-file"),
+        pytest.param("sqlite:///{tmp}/b/events.db", None, "{tmp}/b/pcaps", id="sqlite-url"),
+        pytest.param(None, "{tmp}/c/env.db", "{tmp}/c/pcaps", id="podwall-db-env"),
+        pytest.param("postgresql+psycopg://u@h/db", None, "{tmp}/xdg/podwall/pcaps", id="server-db-uses-xdg"),
+        pytest.param(None, None, "{tmp}/xdg/podwall/pcaps", id="default-store"),
+    ],
+)
+def test_default_pcap_dir_lies_beside_the_event_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: str | None, env: str | None, expected: str
+) -> None:
+    """Without --pcap-dir, finding pcaps go next to the SQLite store the command writes to."""
+    from podwall.cli.inspecting import default_pcap_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    if env is None:
+        monkeypatch.delenv("PODWALL_DB", raising=False)
+    else:
+        monkeypatch.setenv("PODWALL_DB", env.format(tmp=tmp_path))
+    got = default_pcap_dir(db.format(tmp=tmp_path) if db is not None else None)
+    assert got == Path(expected.format(tmp=tmp_path))

@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from podwall.datapath.io.afpacket import Tap
+from podwall.datapath.io.pcap import CaptureReader
 from podwall.datapath.io.pcapwriter import PcapWriter
 from podwall.enforce.apply import remove_ruleset
 from podwall.enforce.control import QUARANTINE_FILE, read_status
@@ -289,14 +290,18 @@ def enforce(lab: LabState, root: Path, tmp_path: Path) -> Iterator[Callable[...,
 # Tests
 
 
+@pytest.mark.parametrize("args", [(), ("--busy-poll-us", "500")], ids=["sleeping-workers", "busy-polling-workers"])
 def test_protect_allows_redis_and_cuts_everything_else(
-    lab: LabState, policies: dict[str, Path], enforce: Callable[..., Enforcing]
+    lab: LabState, policies: dict[str, Path], enforce: Callable[..., Enforcing], args: tuple[str, ...]
 ) -> None:
-    """Protect mode: node's redis-cli PING gets PONG; the exploit pod's connection is reset and
-    delivers no byte to redis; HTTP from node to the redis port is cut at both ends and recorded
-    with its explanation."""
-    e = enforce(policies["protect"])
+    """Protect mode: node's redis-cli PING gets PONG, again on a second connection (answered from
+    the workers' verdict cache); the exploit pod's connection is reset and delivers no byte to
+    redis; HTTP from node to the redis port is cut at both ends and recorded with its explanation."""
+    e = enforce(policies["protect"], *args)
     assert _redis_cli(lab, "node") == "PONG"
+    assert _redis_cli(lab, "node") == "PONG"
+    cached = _until(lambda: sum((w.get("stats") or {}).get("first_payload_cached", 0) for w in e.status()["workers"]))
+    assert cached >= 1, json.dumps(e.status()["workers"])
 
     before = _redis_stats(lab)
     assert _redis_cli(lab, "exploit") != "PONG"
@@ -568,3 +573,8 @@ def test_protect_waf_cuts_an_sql_injection_before_nginx_sees_it(
     assert "%27" not in logged and "OR" not in logged, logged
     events = _until(lambda: [x for x in e.events() if x.detection is not None and x.detection.enforced])
     assert events and all(x.type.value == "waf" and x.server.group == nginx_group["name"] for x in events), e.text()
+    # The triggering packets are saved beside the event store (no --pcap-dir given) and read back.
+    for event in events:
+        assert event.pcap is not None and Path(event.pcap).parent == e.db.parent / "pcaps", event.pcap
+        with CaptureReader(Path(event.pcap)) as reader:
+            assert any(b"%27%20OR%20" in frame.data for frame in reader)

@@ -166,6 +166,27 @@ def test_accept_passes_and_drop_blocks(router: Topo) -> None:
         assert sorted(_received(rx)) == [b"keep-0", b"keep-2", b"keep-4"]
 
 
+def test_busy_polling_receives_packets_and_still_times_out(router: Topo) -> None:
+    """With `spin`, a packet that comes while the queue busy-polls is received (in a later call as
+    well as the first), and an empty queue still returns [] after spin plus the timeout."""
+    router.iptables("-A", "FORWARD", "-p", "udp", "--dport", "9002", "-j", "NFQUEUE", "--queue-num", "14")
+    tx, rx = _udp_pair(router, 9002)
+    with _queue(router, 14) as q, tx, rx:
+        started = time.monotonic()
+        assert q.recv(0.05, spin=0.02) == []
+        assert time.monotonic() - started >= 0.06
+        seen: list[bytes] = []
+        for i in range(3):
+            tx.sendto(b"spin-%d" % i, (SERVER_IP, 9002))
+            deadline = time.monotonic() + 5
+            while len(seen) <= i and time.monotonic() < deadline:
+                for m in q.recv(0.5, spin=0.05):
+                    seen.append(m.payload[28:])
+                    q.verdict(m.packet_id, NF_ACCEPT)
+        assert seen == [b"spin-0", b"spin-1", b"spin-2"]
+        assert sorted(_received(rx)) == seen
+
+
 def test_batch_verdict_decides_every_waiting_packet(router: Topo) -> None:
     """One batch verdict for the highest id accepts every packet waiting in the queue."""
     router.iptables("-A", "FORWARD", "-p", "udp", "--dport", "9002", "-j", "NFQUEUE", "--queue-num", "13")

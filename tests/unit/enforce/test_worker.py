@@ -233,7 +233,7 @@ def test_run_loop_stops_and_verdicts_everything() -> None:
     queue.inbox.append(rig.messages(_conv().frames))
     stop = threading.Event()
 
-    def recv(timeout: float | None = None, max_messages: int = 64) -> list[QueueMessage]:
+    def recv(timeout: float | None = None, max_messages: int = 64, spin: float = 0.0) -> list[QueueMessage]:
         if not queue.inbox:
             stop.set()
             return []

@@ -4,13 +4,15 @@ monitor mode, and an ordinary request passes."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from podwall.core.events import Event, EventType
 from podwall.datapath.io.nfqueue import NF_REPEAT, QueueMessage
-from podwall.enforce.inline_inspect import InlineInspection
+from podwall.datapath.io.pcap import CaptureReader
+from podwall.enforce.inline_inspect import PCAP_BUDGET, InlineInspection
 from podwall.enforce.reset import ResetTarget
 from podwall.enforce.worker import Decision, Worker, WorkerConfig
 from podwall.inspect.setup import InspectOptions, Inspectors
@@ -46,7 +48,7 @@ def inspectors() -> dict[str, Inspectors]:
 
 
 def _run(
-    mode: str, inspectors: Inspectors, request: bytes, l7: bool = False
+    mode: str, inspectors: Inspectors, request: bytes, l7: bool = False, inline: InlineInspection | None = None
 ) -> tuple[list[Decision], list[Event], list[ResetTarget]]:
     inventory = parse_inventory_text(INVENTORY, "inv.yaml").inventory
     events: list[Event] = []
@@ -57,7 +59,7 @@ def _run(
         WorkerConfig(ALLOW_MARK, DENY_MARK),
         sink=events.extend,
         resetter=resets.append,
-        inspection=InlineInspection(inspectors),
+        inspection=inline or InlineInspection(inspectors),
     )
     frames = tcp_exchange("10.1.0.1", 40000, "10.1.0.5", 8080, 1.0, [(request, OK), (PLAIN, OK)])
     queue = FakeQueue()
@@ -99,3 +101,38 @@ def test_a_guarded_connection_judged_per_request_is_not_denied_at_its_end(inspec
     decisions, events, resets = _run("protect", inspectors["protect"], PLAIN, l7=True)
     assert (NF_REPEAT, DENY_MARK) not in decisions and not resets
     assert not [e for e in events if e.verdict is not None and e.verdict.action == "deny"]
+
+
+def test_findings_leave_a_pcap_with_the_triggering_packet(inspectors: dict[str, Inspectors], tmp_path: Path) -> None:
+    """Each WAF event points to a pcap under the worker's pcap directory that holds the connection's
+    first packets and the one carrying the injection, which a capture reader reads back."""
+    inline = InlineInspection(inspectors["protect"], pcap_dir=tmp_path / "pcaps")
+    _, events, _ = _run("protect", inspectors["protect"], SQLI, inline=inline)
+    waf = [e for e in events if e.type is EventType.WAF]
+    assert waf and all(e.pcap for e in waf)
+    for event in waf:
+        assert event.pcap is not None and Path(event.pcap).parent == tmp_path / "pcaps"
+        with CaptureReader(Path(event.pcap)) as reader:
+            payloads = [frame.data for frame in reader]
+        assert payloads[0][9] == 6 and len(payloads) >= 2  # IPv4 TCP, from the handshake on
+        assert any(SQLI in data for data in payloads), "the injection's packet is in the pcap"
+    assert inline.pcaps_written == len({e.pcap for e in waf})
+
+
+def test_pcaps_stay_within_the_budget_and_events_survive_a_full_disk(
+    inspectors: dict[str, Inspectors], tmp_path: Path
+) -> None:
+    """Past PCAP_BUDGET files in a minute no pcap is written (the event says none); an unwritable
+    directory loses the pcaps but not the events."""
+    ticks = iter([0.0] * 4 + [61.0] * 100)
+    inline = InlineInspection(inspectors["protect"], pcap_dir=tmp_path / "p", clock=lambda: next(ticks))
+    inline._minute = (0.0, PCAP_BUDGET)  # the minute's budget is spent
+    _, events, _ = _run("protect", inspectors["protect"], SQLI, inline=inline)
+    waf = [e for e in events if e.type is EventType.WAF]
+    assert waf and not any(e.pcap for e in waf) and inline.pcaps_skipped == len(waf)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    inline = InlineInspection(inspectors["protect"], pcap_dir=blocked / "pcaps")
+    _, events, _ = _run("protect", inspectors["protect"], SQLI, inline=inline)
+    waf = [e for e in events if e.type is EventType.WAF]
+    assert waf and not any(e.pcap for e in waf) and inline.pcaps_written == 0

@@ -67,7 +67,7 @@ class FakeQueue:
     inbox: list[list[QueueMessage]] = field(default_factory=list)
     sent: list[tuple[str, int, int, int | None]] = field(default_factory=list)
 
-    def recv(self, timeout: float | None = None, max_messages: int = 64) -> list[QueueMessage]:
+    def recv(self, timeout: float | None = None, max_messages: int = 64, spin: float = 0.0) -> list[QueueMessage]:
         return self.inbox.pop(0) if self.inbox else []
 
     def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:
