@@ -178,4 +178,3 @@ class Inspectors:
                     if found is None or action is Action.DENY:
                         found = action
         return found
-

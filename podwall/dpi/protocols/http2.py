@@ -1,12 +1,17 @@
 """The h2c/gRPC frame parser: one sans-IO Http2Parser per connection, both directions.
 
 It reads h2c from prior knowledge (the client's connection preface) or from an HTTP/1.1
-`Upgrade: h2c` request answered by `101` (RFC 9113 3.3, RFC 7540 3.2), streams DATA through
-(bytes counted, gRPC length-prefixed messages counted), keeps one HPACK decoder per direction
-fed with every header block in order (its dynamic table must stay in sync, so a block that
-fails to decode is a ProtocolError), and reports a `request` per client HEADERS block and a
-`response` once the server ends the stream (trailers carry gRPC's status), plus `reset` and
-`goaway`. Detection lives in `http2_detect`, shared wire facts in `http2_frames`.
+`Upgrade: h2c` request answered by `101` (RFC 9113 3.3, RFC 7540 3.2), keeps one HPACK decoder
+per direction fed with every header block in order (its dynamic table must stay in sync, so a
+block that fails to decode is a ProtocolError), and reports a `request` per client HEADERS
+block and a `response` once the server ends the stream (trailers carry gRPC's status), plus
+`reset` and `goaway`. DATA streams through each stream's body capture (`http2_body`: counted,
+gRPC messages counted and unframed, the first 64 KiB kept): the response carries its body, and
+a request whose HEADERS did not end the stream is followed by one `request_body` event when the
+client ends the stream, when the capture is full, or when the stream ends first. The request
+itself is still reported at its HEADERS, so that L7 policy judges a call (a streaming gRPC call
+above all) before its body has gone through. Detection lives in `http2_detect`, shared wire
+facts in `http2_frames`.
 """
 
 from __future__ import annotations
@@ -19,13 +24,20 @@ from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import Direction
 from podwall.dpi.base import L7Event
 from podwall.dpi.protocols.http1 import host_without_port
+from podwall.dpi.protocols.http2_body import (
+    BODY_CAPTURE,
+    BUDGET_BODIES,
+    BodyBudget,
+    BodyCapture,
+    request_body_fields,
+    response_body_fields,
+)
 from podwall.dpi.protocols.http2_frames import (
     ACK,
     APP_GRPC,
     APP_HTTP2,
     CONTINUATION,
     DATA,
-    DEFAULT_MAX_FRAME,
     END_HEADERS,
     END_STREAM,
     ERROR_CODES,
@@ -46,6 +58,7 @@ from podwall.dpi.protocols.http2_frames import (
     STATUS_LINE,
     TEXT_CAP,
     WINDOW_UPDATE,
+    check_settings,
     control_frame_ok,
     decode_block,
     decode_first_block,
@@ -56,6 +69,7 @@ from podwall.dpi.protocols.http2_frames import (
     is_grpc,
     kept_headers,
     new_decoder,
+    request_fields,
     split_grpc_path,
     upgrades_to_h2c,
 )
@@ -67,56 +81,25 @@ __all__ = ["Http2Parser"]
 _START, _HTTP1_HEAD, _HTTP1_BODY, _PREFACE, _FRAMES, _STOPPED = range(6)
 
 
-class _MessageCounter:
-    """Counts gRPC length-prefixed messages (1-byte flag, 4-byte length) in a stream's DATA."""
-
-    __slots__ = ("count", "left", "prefix")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.left = 0  # message bytes still to come
-        self.prefix = bytearray()
-
-    def feed(self, buf: bytearray, start: int, end: int) -> None:
-        pos = start
-        while pos < end:
-            if self.left:
-                step = min(self.left, end - pos)
-                self.left -= step
-                pos += step
-                continue
-            take = min(5 - len(self.prefix), end - pos)
-            self.prefix += buf[pos : pos + take]
-            pos += take
-            if len(self.prefix) == 5:
-                self.count += 1
-                self.left = int.from_bytes(self.prefix[1:5], "big")
-                self.prefix.clear()
-
-
 class _Stream:
     """What is known of one stream until its response is reported."""
 
-    __slots__ = (
-        "fields",
-        "final",
-        "path",
-        "request_bytes",
-        "request_messages",
-        "response_bytes",
-        "response_messages",
-        "stream_id",
-    )
+    __slots__ = ("body_due", "fields", "final", "path", "request", "response", "stream_id")
 
-    def __init__(self, stream_id: int, path: str | None, grpc: bool) -> None:
+    def __init__(
+        self, stream_id: int, path: str | None, framed: bool, cap: int, budgets: tuple[BodyBudget, BodyBudget]
+    ) -> None:
         self.stream_id = stream_id
         self.path = path
         self.final = False  # the final (non-1xx) response headers were seen
         self.fields: dict[str, Any] = {}
-        self.request_bytes = 0
-        self.response_bytes = 0
-        self.request_messages = _MessageCounter() if grpc else None
-        self.response_messages = _MessageCounter() if grpc else None
+        self.request = BodyCapture(cap, budgets[0], framed)
+        self.response = BodyCapture(cap, budgets[1], framed)
+        self.body_due = False  # a `request_body` event is owed: the request's HEADERS did not end the stream
+
+    def release(self) -> None:
+        self.request.release()
+        self.response.release()
 
 
 class _Side:
@@ -171,6 +154,9 @@ class Http2Parser:
         self._grpc = app == APP_GRPC
         self._limits = limits
         self._limit = limits.parser_buffer
+        self._body_cap = min(BODY_CAPTURE, limits.parser_buffer)
+        # requests and responses each have their own budget: slow responses cannot crowd out requests
+        self._budgets = (BodyBudget(BUDGET_BODIES * self._body_cap), BodyBudget(BUDGET_BODIES * self._body_cap))
         self._client = _Side(Direction.C2S, limits)
         self._server = _Side(Direction.S2C, limits)
         self._streams: dict[int, _Stream] = {}
@@ -192,11 +178,10 @@ class Http2Parser:
         return out
 
     def close(self) -> list[L7Event]:
-        """The connection ended: streams with response headers are reported as they stand."""
+        """The connection ended: owed request bodies and streams with response headers are reported as they stand."""
         out: list[L7Event] = []
         for stream in list(self._streams.values()):
-            if stream.final:
-                self._respond(stream, out, complete=False)
+            self._drop(stream, out)
         self._streams.clear()
         self._client.state = self._server.state = _STOPPED
         return out
@@ -217,13 +202,16 @@ class Http2Parser:
             elif state == _HTTP1_BODY:
                 stream = side.stream
                 step = min(side.body_left, stream.available())
-                stream.pos += step
-                side.body_left -= step
                 known = self._streams.get(1)
                 if known is not None:
-                    known.request_bytes += step
+                    known.request.feed(stream.buf, stream.pos, stream.pos + step)
+                stream.pos += step
+                side.body_left -= step
                 if side.body_left == 0:
                     side.state = _PREFACE
+                    self._end_stream(side, 1, out)
+                elif known is not None:
+                    self._body_at_cap(known, out)
                 progressed = step > 0 or side.body_left == 0
             else:
                 side.stream.clear()
@@ -302,9 +290,9 @@ class Http2Parser:
             (":scheme", "http"),
             (":authority", first_header(headers, "host") or ""),
         ]
-        # The upgrade request is stream 1 (RFC 7540 3.2), already half-closed by the client.
-        self._request(1, pseudo + [h for h in headers if h[0] != "host"], out, upgrade=True)
         side.body_left = int(length)
+        # The upgrade request is stream 1 (RFC 7540 3.2), half-closed by the client once its body is sent.
+        self._request(1, pseudo + [h for h in headers if h[0] != "host"], out, end=not side.body_left, upgrade=True)
         side.state = _HTTP1_BODY if side.body_left else _PREFACE
 
     def _upgrade_response(self, side: _Side, line: bytes, headers: list[tuple[str, str]], out: list[L7Event]) -> None:
@@ -318,7 +306,7 @@ class Http2Parser:
         if 100 <= status < 200:
             return  # 100 Continue and friends come before the answer to the upgrade
         # Refused: the connection stays HTTP/1.1, which is the `http` parser's business.
-        stream = self._streams.get(1) or self._open(1, None)
+        stream = self._streams.get(1) or self._open(1, None, self._grpc, out)
         stream.final = True
         stream.fields.update(
             status=status,
@@ -376,21 +364,16 @@ class Http2Parser:
         return True
 
     def _data(self, side: _Side, out: list[L7Event]) -> bool:
-        """Stream a DATA payload through: count it, and count gRPC messages in it."""
+        """Stream a DATA payload through its stream's body capture (counted, the first bytes kept)."""
         stream = side.stream
         start = stream.pos
         end = len(stream.buf)
+        request = side.direction == Direction.C2S
+        known = self._streams.get(side.data_sid)
         if side.data_left:
             n = min(side.data_left, end - start)
-            known = self._streams.get(side.data_sid)
             if known is not None and n:
-                counter = known.request_messages if side.direction == Direction.C2S else known.response_messages
-                if side.direction == Direction.C2S:
-                    known.request_bytes += n
-                else:
-                    known.response_bytes += n
-                if counter is not None:
-                    counter.feed(stream.buf, start, start + n)
+                (known.request if request else known.response).feed(stream.buf, start, start + n)
             side.data_left -= n
             start += n
         if not side.data_left and side.pad_left:
@@ -398,12 +381,16 @@ class Http2Parser:
             side.pad_left -= n
             start += n
         stream.pos = start
-        if side.data_left or side.pad_left:
-            return False
-        side.in_data = False
+        done = not (side.data_left or side.pad_left)
+        if done:
+            side.in_data = False
         if side.data_end:
-            self._end_stream(side, side.data_sid, out)
-        return True
+            if done:
+                self._end_stream(side, side.data_sid, out)
+        elif request and known is not None:
+            # A frame that ends the stream completes the body; otherwise a full capture is reported now.
+            self._body_at_cap(known, out)
+        return done
 
     def _frame(self, side: _Side, ftype: int, flags: int, sid: int, payload: bytes, out: list[L7Event]) -> None:
         length = len(payload)
@@ -430,7 +417,7 @@ class Http2Parser:
         elif ftype == SETTINGS:
             if sid or length % 6 or (flags & ACK and length):
                 raise frame_error(f"malformed SETTINGS ({length} bytes, stream {sid}, flags {flags:#x})")
-            self._check_settings(payload)
+            check_settings(payload)
         elif ftype == RST_STREAM:
             if sid == 0 or length != 4:
                 raise frame_error(f"malformed RST_STREAM ({length} bytes, stream {sid})")
@@ -444,8 +431,8 @@ class Http2Parser:
                 )
             )
             known = self._streams.pop(sid, None)
-            if known is not None and known.final:
-                self._respond(known, out, complete=False)
+            if known is not None:
+                self._drop(known, out)
         elif ftype == GOAWAY:
             if sid or length < 8:
                 raise frame_error(f"malformed GOAWAY ({length} bytes, stream {sid})")
@@ -461,18 +448,6 @@ class Http2Parser:
             raise frame_error(f"malformed frame type {ftype} ({length} bytes, stream {sid})")
         # Unknown types are extensions and are ignored (RFC 9113 5.5).
 
-    @staticmethod
-    def _check_settings(payload: bytes) -> None:
-        for i in range(0, len(payload), 6):
-            ident = int.from_bytes(payload[i : i + 2], "big")
-            value = int.from_bytes(payload[i + 2 : i + 6], "big")
-            if (
-                (ident == 2 and value > 1)
-                or (ident == 4 and value > 0x7FFFFFFF)
-                or (ident == 5 and not DEFAULT_MAX_FRAME <= value <= 0xFFFFFF)
-            ):
-                raise frame_error(f"invalid SETTINGS value {value} for setting {ident}")
-
     # -- header blocks and streams -------------------------------------------------------
 
     def _header_block(self, side: _Side, block: bytes, out: list[L7Event]) -> None:
@@ -485,45 +460,42 @@ class Http2Parser:
         if side.block_type == PUSH_PROMISE:
             return  # decoded only to keep the server's HPACK table in step
         if side.direction == Direction.C2S:
-            self._request(sid, headers, out)
+            self._request(sid, headers, out, end=bool(side.block_flags & END_STREAM))
         else:
             self._response_headers(sid, side.block_flags, headers, out)
 
-    def _open(self, sid: int, path: str | None) -> _Stream:
+    def _open(self, sid: int, path: str | None, framed: bool, out: list[L7Event]) -> _Stream:
         streams = self._streams
         if len(streams) >= MAX_STREAMS:
-            del streams[next(iter(streams))]  # forget the oldest: its response goes unreported
-        stream = streams[sid] = _Stream(sid, path, self._grpc)
+            # forget the oldest: its request body is reported as it stands, its response goes unreported
+            oldest = streams.pop(next(iter(streams)))
+            self._flush_body(oldest, out)
+            oldest.release()
+        stream = streams[sid] = _Stream(sid, path, framed, self._body_cap, self._budgets)
         return stream
 
-    def _request(self, sid: int, headers: list[tuple[str, str]], out: list[L7Event], upgrade: bool = False) -> None:
+    def _request(
+        self, sid: int, headers: list[tuple[str, str]], out: list[L7Event], end: bool, upgrade: bool = False
+    ) -> None:
         if sid % 2 == 0:
             raise frame_error(f"the client sent HEADERS on even-numbered stream {sid}")
         if sid <= self._last_client_sid:
-            return  # trailers of a stream already open (or already reported): nothing policy needs
+            # trailers of a stream already open (or already reported): they may end its body
+            if end:
+                self._end_stream(self._client, sid, out)
+            return
         self._last_client_sid = sid
-        method = first_header(headers, ":method")
-        if method is None:
-            raise frame_error(f"request on stream {sid} without :method")
-        path = first_header(headers, ":path")
-        authority = first_header(headers, ":authority") or first_header(headers, "host")
-        content_type = first_header(headers, "content-type")
-        fields: dict[str, Any] = {
-            "stream_id": sid,
-            "method": method,
-            "path": path,
-            "authority": authority,
-            "scheme": first_header(headers, ":scheme"),
-            "content_type": content_type,
-            "user_agent": first_header(headers, "user-agent"),
-            "headers": kept_headers(headers, self._limit),
-        }
+        fields = request_fields(sid, headers, self._limit)
+        fields["end_stream"] = end
         if upgrade:
             fields["upgrade"] = True
+        path, authority = fields["path"], fields["authority"]
+        grpc = is_grpc(fields["content_type"])
         if self._grpc:
-            service, rpc = split_grpc_path(path) if is_grpc(content_type) else (None, None)
-            fields.update(http_method=method, service=service, method=rpc)
-        self._open(sid, path[:HELD_PATH] if path else path)
+            service, rpc = split_grpc_path(path) if grpc else (None, None)
+            fields.update(http_method=fields["method"], service=service, method=rpc)
+        stream = self._open(sid, path[:HELD_PATH] if path else path, grpc, out)
+        stream.body_due = not end
         if self._server_name is None and authority:
             self._server_name = host_without_port(authority)
         out.append(L7Event(self.app, "request", Direction.C2S, fields))
@@ -534,7 +506,7 @@ class Http2Parser:
         if stream is None:
             if status_text is None:
                 return  # trailers of a stream already reported or forgotten
-            stream = self._open(sid, None)
+            stream = self._open(sid, None, self._grpc, out)
         fields = stream.fields
         if not stream.final:
             status_text = status_text or ""
@@ -562,13 +534,42 @@ class Http2Parser:
             self._end_stream(self._server, sid, out)
 
     def _end_stream(self, side: _Side, sid: int, out: list[L7Event]) -> None:
+        stream = self._streams.get(sid)
+        if stream is None:
+            return
         if side.direction == Direction.C2S:
-            return  # the request body ended; the response is what completes the exchange
-        stream = self._streams.pop(sid, None)
-        if stream is not None and stream.final:
-            self._respond(stream, out, complete=True)
+            # the request body ended; the response is what completes the exchange
+            if stream.body_due:
+                self._request_body(stream, out, complete=True)
+            return
+        del self._streams[sid]
+        self._drop(stream, out, complete=True)
+
+    def _drop(self, stream: _Stream, out: list[L7Event], complete: bool = False) -> None:
+        """A stream is over: report what it still owes (its request body, its response) and free its bodies."""
+        if stream.final:
+            self._respond(stream, out, complete)
+        else:
+            self._flush_body(stream, out)
+        stream.release()
+
+    def _body_at_cap(self, stream: _Stream, out: list[L7Event]) -> None:
+        if stream.body_due and stream.request.full:
+            self._request_body(stream, out, complete=False)
+
+    def _flush_body(self, stream: _Stream, out: list[L7Event]) -> None:
+        """The request body is reported as it stands (the stream ends before the client ended it)."""
+        if stream.body_due:
+            self._request_body(stream, out, complete=False)
+
+    def _request_body(self, stream: _Stream, out: list[L7Event], complete: bool) -> None:
+        stream.body_due = False
+        fields: dict[str, Any] = {"stream_id": stream.stream_id, "path": stream.path}
+        fields.update(request_body_fields(stream.request, complete, self._grpc))
+        out.append(L7Event(self.app, "request_body", Direction.C2S, fields))
 
     def _respond(self, stream: _Stream, out: list[L7Event], complete: bool) -> None:
+        self._flush_body(stream, out)
         fields: dict[str, Any] = {
             "stream_id": stream.stream_id,
             "path": stream.path,
@@ -577,10 +578,8 @@ class Http2Parser:
             "headers": [],
         }
         fields.update(stream.fields)
-        fields.update(request_bytes=stream.request_bytes, response_bytes=stream.response_bytes, complete=complete)
+        fields.update(response_body_fields(stream.request, stream.response, complete, self._grpc))
         fields.setdefault("grpc_status", None)
         fields.setdefault("grpc_message", None)
-        if self._grpc:
-            fields["request_messages"] = stream.request_messages.count if stream.request_messages else 0
-            fields["response_messages"] = stream.response_messages.count if stream.response_messages else 0
+        stream.release()
         out.append(L7Event(self.app, "response", Direction.S2C, fields))

@@ -8,6 +8,7 @@ and the HTTP/1.1 `Upgrade: h2c` header reading (RFC 7540 3.2). Pure functions, n
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from hpack import Decoder
 
@@ -45,6 +46,7 @@ __all__ = [
     "STATUS_LINE",
     "TEXT_CAP",
     "WINDOW_UPDATE",
+    "check_settings",
     "control_frame_ok",
     "decode_block",
     "decode_first_block",
@@ -56,6 +58,7 @@ __all__ = [
     "kept_headers",
     "new_decoder",
     "remember_first_block",
+    "request_fields",
     "settings_start",
     "split_grpc_path",
     "upgrades_to_h2c",
@@ -200,6 +203,36 @@ def control_frame_ok(ftype: int, length: int, sid: int) -> bool:
     if ftype == PRIORITY:
         return length == 5 and sid != 0
     return length == 4
+
+
+def check_settings(payload: bytes) -> None:
+    """Reject SETTINGS values RFC 9113 6.5.2 forbids (ENABLE_PUSH, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE)."""
+    for i in range(0, len(payload), 6):
+        ident = int.from_bytes(payload[i : i + 2], "big")
+        value = int.from_bytes(payload[i + 2 : i + 6], "big")
+        if (
+            (ident == 2 and value > 1)
+            or (ident == 4 and value > 0x7FFFFFFF)
+            or (ident == 5 and not DEFAULT_MAX_FRAME <= value <= 0xFFFFFF)
+        ):
+            raise frame_error(f"invalid SETTINGS value {value} for setting {ident}")
+
+
+def request_fields(sid: int, headers: list[tuple[str, str]], budget: int) -> dict[str, Any]:
+    """The `request` event fields every HTTP/2 request has, from its decoded header block."""
+    method = first_header(headers, ":method")
+    if method is None:
+        raise frame_error(f"request on stream {sid} without :method")
+    return {
+        "stream_id": sid,
+        "method": method,
+        "path": first_header(headers, ":path"),
+        "authority": first_header(headers, ":authority") or first_header(headers, "host"),
+        "scheme": first_header(headers, ":scheme"),
+        "content_type": first_header(headers, "content-type"),
+        "user_agent": first_header(headers, "user-agent"),
+        "headers": kept_headers(headers, budget),
+    }
 
 
 def kept_headers(headers: list[tuple[str, str]], budget: int) -> list[tuple[str, str]]:

@@ -264,10 +264,16 @@ class DlpStream:
 
 
 def http_parts(event: L7Event) -> dict[str, bytes] | None:
-    """An HTTP request's or response's url, header and body text, and all of it as `packet`; None for other events."""
-    if event.app not in _HTTP_APPS or event.kind not in ("request", "response"):
+    """An HTTP request's or response's url, header and body text, and all of it as `packet`; an
+    HTTP/2 `request_body` (its request's headers came in an event before) as body alone; None
+    for other events."""
+    if event.app not in _HTTP_APPS or event.kind not in ("request", "request_body", "response"):
         return None
     f = event.fields
+    if event.kind == "request_body":
+        data = f.get("body") or b""
+        data = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else str(data).encode("utf-8", "replace")
+        return {"body": data, "packet": data}
     # The DPI lower-cases header names; patterns are written against the usual spelling (Content-Type).
     headers = b"".join(
         f"{_canonical(str(name))}: {value}\r\n".encode("latin-1", "replace") for name, value in (f.get("headers") or ())

@@ -7,15 +7,19 @@ bytes. It pairs each HTTP `request` event with its `response` and runs the WAF o
 - HTTP/1 (`http`): responses come back in request order on a keep-alive connection, so each
   response completes the oldest request still waiting;
 - HTTP/2 and gRPC (`http2`, `grpc`): by `stream_id`; events without one are inspected as
-  requests alone, at once.
+  requests alone, at once. The DPI reports an HTTP/2 request at its HEADERS and, when the
+  HEADERS did not end the stream (`end_stream` False), its body later in a `request_body`
+  event (when the client ends the stream, the capture is full, or the stream ends first),
+  always before the response: the body joins its request as `body`, as HTTP/1's does.
 
 A request whose response never comes (cut connection, more than `MAX_PENDING` waiting) is
 inspected on its own, at the latest when the flow ends (`finish`). Findings carry ts/frame 0:
 the pipeline adds the frames. A blocked transaction's findings get `action_on_block`.
 
-`immediate` (the inline enforcer) inspects each request as soon as it is complete, so that a
-blocking request is cut before the server answers it; the pair is inspected again when the
-response comes, and only the response side's findings are kept from that second look.
+`immediate` (the inline enforcer) inspects each request as soon as it is complete (HTTP/2:
+at its `request_body`, or at its HEADERS when they end the stream), so that a blocking request
+is cut before the server answers it; the pair is inspected again when the response comes, and
+only the response side's findings are kept from that second look.
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ __all__ = ["HTTP_APPS", "MAX_PENDING", "WafFlowInspector", "waf_flow_inspector"]
 
 HTTP_APPS = frozenset({"http", "http2", "grpc"})
 MAX_PENDING = 32  # requests waiting for their response per flow; past this the oldest is inspected alone
+_KINDS = frozenset({"request", "request_body", "response"})
 _NO_ADDRESS = "0.0.0.0"  # the pipeline's DetectContext carries ports only
 
 
 class WafFlowInspector:
     """One flow's WAF: pairs request and response events and inspects each transaction once."""
 
-    __slots__ = ("_action", "_by_stream", "_client", "_engine", "_immediate", "_in_order", "_server")
+    __slots__ = ("_action", "_by_stream", "_client", "_engine", "_immediate", "_in_order", "_inspected", "_server")
 
     def __init__(
         self,
@@ -56,6 +61,7 @@ class WafFlowInspector:
         self._server = (_NO_ADDRESS, server_port)
         self._in_order: deque[L7Event] = deque()  # HTTP/1 requests waiting, oldest first
         self._by_stream: dict[int, L7Event] = {}  # HTTP/2 requests waiting, by stream id
+        self._inspected: set[int] = set()  # immediate: streams whose request was inspected alone already
 
     @property
     def wants_bytes(self) -> bool:
@@ -65,36 +71,54 @@ class WafFlowInspector:
         return []
 
     def on_event(self, event: L7Event) -> list[Finding]:
-        if event.app not in HTTP_APPS or event.kind not in ("request", "response"):
+        if event.app not in HTTP_APPS or event.kind not in _KINDS:
             return []
         if event.app == "http":
-            return self._http1(event)
+            return self._http1(event) if event.kind != "request_body" else []
         stream = event.fields.get("stream_id")
         if not isinstance(stream, int):
             return self._inspect(event, None) if event.kind == "request" else []
         if event.kind == "request":
-            found = self._evict(len(self._by_stream)) + self._now(event)
+            found = self._evict(len(self._by_stream))
             self._by_stream[stream] = event
+            if event.fields.get("end_stream") is not False:  # complete: no body follows
+                found += self._now(stream, event)
             return found
+        if event.kind == "request_body":
+            return self._body(stream, event)
         request = self._by_stream.pop(stream, None)
-        return self._inspect(request, event) if request is not None else []
+        if request is None:
+            return []
+        seen = stream in self._inspected
+        self._inspected.discard(stream)
+        return self._inspect(request, event, seen)
 
     def finish(self) -> list[Finding]:
         found: list[Finding] = []
-        if self._immediate:  # every waiting request was inspected when it came
-            self._in_order.clear()
-            self._by_stream.clear()
-            return found
-        while self._in_order:
-            found += self._inspect(self._in_order.popleft(), None)
-        for request in self._by_stream.values():
-            found += self._inspect(request, None)
+        if not self._immediate:
+            while self._in_order:
+                found += self._inspect(self._in_order.popleft(), None)
+        self._in_order.clear()  # immediate: each was inspected when it came
+        for stream, request in self._by_stream.items():
+            if stream not in self._inspected:
+                found += self._inspect(request, None)
         self._by_stream.clear()
+        self._inspected.clear()
         return found
+
+    def _body(self, stream: int, event: L7Event) -> list[Finding]:
+        """An HTTP/2 request's body arrived: it joins its request, which is complete now."""
+        request = self._by_stream.get(stream)
+        if request is None or stream in self._inspected:
+            return []  # its request was evicted unanswered, or this body is a repeat
+        body = event.fields.get("body") or b""
+        request = L7Event(request.app, request.kind, request.direction, {**request.fields, "body": body})
+        self._by_stream[stream] = request
+        return self._now(stream, request)
 
     def _http1(self, event: L7Event) -> list[Finding]:
         if event.kind == "request":
-            found = self._evict(len(self._in_order)) + self._now(event)
+            found = self._evict(len(self._in_order)) + self._now(None, event)
             self._in_order.append(event)
             return found
         status = event.fields.get("status")
@@ -104,27 +128,35 @@ class WafFlowInspector:
             return []  # a response to a request this inspector never saw (mid-stream start)
         return self._inspect(self._in_order.popleft(), event)
 
-    def _now(self, request: L7Event) -> list[Finding]:
-        return self._inspect(request, None) if self._immediate else []
+    def _now(self, stream: int | None, request: L7Event) -> list[Finding]:
+        """Immediate mode: inspect a complete request alone now (and remember it was)."""
+        if not self._immediate:
+            return []
+        if stream is not None:
+            self._inspected.add(stream)
+        return self._inspect(request, None)
 
     def _evict(self, waiting: int) -> list[Finding]:
         if waiting < MAX_PENDING:
             return []
-        if self._immediate:  # already inspected on its own: drop the oldest waiting request
-            if self._in_order:
-                self._in_order.popleft()
-            else:
-                self._by_stream.pop(next(iter(self._by_stream)))
-            return []
         if self._in_order:
-            return self._inspect(self._in_order.popleft(), None)
-        oldest = next(iter(self._by_stream))
-        return self._inspect(self._by_stream.pop(oldest), None)
+            oldest = self._in_order.popleft()
+            # immediate: already inspected on its own when it came
+            return [] if self._immediate else self._inspect(oldest, None)
+        stream = next(iter(self._by_stream))
+        request = self._by_stream.pop(stream)
+        if stream in self._inspected:
+            self._inspected.discard(stream)
+            return []
+        return self._inspect(request, None)  # its body never came: inspected as it stands
 
-    def _inspect(self, request: L7Event, response: L7Event | None) -> list[Finding]:
+    def _inspect(self, request: L7Event, response: L7Event | None, seen: bool | None = None) -> list[Finding]:
+        """Inspect a transaction; `seen`: its request was inspected alone already (default: immediate mode)."""
         result = self._engine.inspect_events(request, response, self._client, self._server)
         found = self._findings(result)
-        if self._immediate and response is not None:
+        if seen is None:
+            seen = self._immediate
+        if seen and response is not None:
             # The request side was reported when the request came: keep what the response added.
             found = [f for f in found if f.direction is Direction.S2C]
         return found

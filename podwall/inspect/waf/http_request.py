@@ -264,8 +264,9 @@ def from_events(
 ) -> HttpTransaction:
     """A transaction from the DPI's HTTP `request` (and `response`) L7 events, or their `fields` dicts.
 
-    HTTP/1 events carry headers and body; HTTP/2 and gRPC events carry headers only (their
-    `authority` stands for Host, and gRPC's `http_method` for the HTTP method).
+    Both carry headers and the captured body (an HTTP/2 request's body is joined to it from its
+    `request_body` event by the WAF's flow inspector); in HTTP/2 and gRPC events `authority`
+    stands for Host, and gRPC's `http_method` for the HTTP method.
     """
     f = _fields(request)
     h2 = getattr(request, "app", None) in ("http2", "grpc")

@@ -3,8 +3,9 @@
 A request yields its path segments (`REQUEST_FILENAME`), query arguments and argument names
 (`ARGS:name`, `ARGS_NAMES:name`), body arguments by content type (urlencoded, JSON as
 `ARGS:json.a.b`, multipart parts and file names, XML attribute values and text as `XML://@name`
-and `XML:/*`, any other body as `REQUEST_BODY`), cookies (`REQUEST_COOKIES:name`) and the values
-of every header that is not a fixed-format one (`REQUEST_HEADERS:User-Agent`, `X-*`, ...).
+and `XML:/*`, gRPC and protobuf string fields as `ARGS:protobuf.1.2` (protobuf.py), any other
+body as `REQUEST_BODY`), cookies (`REQUEST_COOKIES:name`) and the values of every header that
+is not a fixed-format one (`REQUEST_HEADERS:User-Agent`, `X-*`, ...).
 
 `decodings` returns the distinct forms a value can take after the decodings attackers rely on:
 URL decoding repeated (bounded, IIS-style `%uXXXX` too), HTML entities, JavaScript escapes,
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, unquote_plus
 
 from podwall.inspect.waf.http_request import HttpRequest
+from podwall.inspect.waf.protobuf import grpc_unframe, protobuf_strings, text_runs
 
 __all__ = ["MAX_TARGETS", "MAX_VALUE", "Target", "decodings", "request_targets"]
 
@@ -51,6 +53,15 @@ _XML_ATTR = re.compile(r"""([\w:.-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _XML_TAG = re.compile(r"<[^>]*>", re.S)
 _BOUNDARY = re.compile(r"""boundary\s*=\s*(?:"([^"]+)"|([^;\s]+))""", re.I)
 _DISPOSITION = re.compile(r"""\b(name|filename)\s*=\s*(?:"([^"]*)"|([^;\s]*))""", re.I)
+# Protobuf bodies without gRPC framing (REST gateways, Connect's unary calls, ...)
+PROTOBUF_TYPES = frozenset(
+    {
+        "application/protobuf",
+        "application/x-protobuf",
+        "application/vnd.google.protobuf",
+        "application/x-google-protobuf",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +182,51 @@ def _multipart_targets(body: bytes, content_type: str) -> Iterator[Target]:
         yield Target(f"ARGS:{name}", content.rstrip(b"\r\n").decode("utf-8", "replace"))
 
 
+def _json_documents(text: str) -> Iterator[Target]:
+    """The targets of one or more JSON documents in a row (gRPC's JSON messages, unframed and concatenated)."""
+    decoder = json.JSONDecoder()
+    pos = 0
+    while pos < len(text):
+        if text[pos].isspace():
+            pos += 1
+            continue
+        try:
+            node, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            yield Target("REQUEST_BODY", text[pos:])
+            return
+        yield from _json_targets(node, "json")
+
+
+def _message_targets(body: bytes, media: str) -> Iterator[Target] | None:
+    """Targets of a gRPC or protobuf body, by media type (`application/grpc[+proto|+json|+x]`); None for others.
+
+    A gRPC body may come framed (HTTP/1 gRPC-Web, a file) or already unframed (the HTTP/2 DPI).
+    """
+    if media in PROTOBUF_TYPES:
+        subtype = "proto"
+    elif media.startswith("application/grpc") and "-text" not in media:  # gRPC-Web's text form is base64
+        subtype = media.partition("+")[2] or "proto"
+        unframed = grpc_unframe(body)
+        body = unframed if unframed is not None else body
+    else:
+        return None
+    if subtype == "json":
+        return _json_documents(body[: MAX_VALUE * 8].decode("utf-8", "replace"))
+    if subtype == "proto":
+        return (Target(location, value) for location, value in protobuf_strings(body))
+    return (Target("REQUEST_BODY", run) for run in text_runs(body))  # a codec podwall cannot read
+
+
 def _body_targets(req: HttpRequest) -> Iterator[Target]:
     body = req.body
     if not body:
         return
     ctype = (req.header("content-type") or "").lower()
+    messages = _message_targets(body, ctype.partition(";")[0].strip())
+    if messages is not None:
+        yield from messages
+        return
     text = body[: MAX_VALUE * 8].decode("utf-8", "replace")
     if "multipart/" in ctype:
         yield from _multipart_targets(body, req.header("content-type") or "")

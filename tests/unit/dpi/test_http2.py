@@ -178,13 +178,20 @@ def test_h2c_transcript(mode: str) -> None:
     events = feed_all(parser, split_chunks(hh.h2c_transcript(), mode)) + parser.close()
     assert [(e.kind, e.direction.name, e.fields.get("stream_id")) for e in events] == [
         ("request", "C2S", 1),
+        ("request_body", "C2S", 1),
         ("request", "C2S", 3),
         ("response", "S2C", 1),
         ("reset", "C2S", 3),
         ("response", "S2C", 3),
         ("goaway", "S2C", None),
     ]
-    first, second, resp1, reset, resp3, bye = events
+    first, body1, second, resp1, reset, resp3, bye = events
+    assert (first.fields["end_stream"], second.fields["end_stream"]) == (False, True)
+    assert (body1.fields["body"], body1.fields["complete"], resp1.fields["body"]) == (
+        b'{"name":"x"}',
+        True,
+        b'{"id":7}',
+    )
     assert (first.fields["method"], first.fields["path"], first.fields["authority"]) == (
         "POST",
         "/v1/items",
@@ -204,7 +211,10 @@ def test_h2c_transcript(mode: str) -> None:
 @pytest.mark.parametrize("mode", FEED_MODES)
 def test_grpc_transcript(mode: str) -> None:
     """gRPC calls give service/method, message counts and the status from trailers (or trailers-only)."""
-    events = feed_all(Http2Parser(APP_GRPC), split_chunks(hh.grpc_transcript(), mode))
+    every = feed_all(Http2Parser(APP_GRPC), split_chunks(hh.grpc_transcript(), mode))
+    bodies = [e for e in every if e.kind == "request_body"]
+    assert [(e.fields["body"], e.fields["request_messages"]) for e in bodies] == [(b"\n\x03bob", 2), (b"", 0)]
+    events = [e for e in every if e.kind != "request_body"]
     got = [
         (e.kind, e.fields.get("service"), e.fields["method"] if e.kind == "request" else e.fields["grpc_status"])
         for e in events
@@ -225,13 +235,15 @@ def test_upgrade_transcript(mode: str) -> None:
     """An h2c upgrade: the HTTP/1.1 request is stream 1, its answer comes in HTTP/2 frames after the 101."""
     parser = Http2Parser(APP_HTTP2)
     events = feed_all(parser, split_chunks(hh.upgrade_transcript(), mode))
-    assert [(e.kind, e.fields["stream_id"], e.fields["path"], e.fields["status"] if e.kind == "response" else None)
-            for e in events] == [("request", 1, "/upload", None), ("response", 1, "/upload", 200)]  # fmt: skip
-    assert (events[0].fields["upgrade"], events[1].fields["request_bytes"], events[1].fields["response_bytes"]) == (
+    assert [(e.kind, e.fields["stream_id"], e.fields["path"], e.fields.get("status")) for e in events] == [
+        ("request", 1, "/upload", None), ("request_body", 1, "/upload", None), ("response", 1, "/upload", 200)
+    ]  # fmt: skip
+    assert (events[0].fields["upgrade"], events[2].fields["request_bytes"], events[2].fields["response_bytes"]) == (
         True,
         5,
         6,
     )
+    assert (events[1].fields["body"], events[2].fields["body"]) == (b"hello", b"stored")
     assert parser.server_name() == "files.example"
 
 
@@ -250,7 +262,7 @@ def test_trailing_bytes_wait_for_more() -> None:
     chunks = hh.grpc_transcript()
     chunks.append((C2S, hh.frame(HEADERS, END_HEADERS, 5, b"\x83")[:6]))
     events = feed_all(Http2Parser(APP_GRPC), chunks)
-    assert [e.kind for e in events] == ["request", "response", "request", "response"]
+    assert [e.kind for e in events] == ["request", "request_body", "response", "request", "request_body", "response"]
 
 
 def test_streams_tracked_are_bounded() -> None:

@@ -219,3 +219,25 @@ def test_unknown_setting_action_is_refused() -> None:
     """An action other than allow/deny is a ValueError naming it."""
     with pytest.raises(ValueError, match="drop"):
         action_for("drop")
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "found"),
+    [
+        pytest.param("request_body", {"stream_id": 1, "body": b"token=AKIA0123456789ABCDEF"}, True, id="h2-body"),
+        pytest.param("request_body", {"stream_id": 1, "body": b"token=none"}, False, id="h2-body-clean"),
+        pytest.param("request", {"stream_id": 1, "path": "/AKIA0123456789ABCDEF", "headers": []}, False, id="url-only"),
+    ],
+)
+def test_body_rules_see_http2_request_bodies(tmp_path: Path, kind: str, fields: dict[str, Any], found: bool) -> None:
+    """A body-context rule judges the body an HTTP/2 request sends after its headers (`request_body`)."""
+    from podwall.core.types import Direction
+    from podwall.dpi.base import L7Event
+
+    sensor = Sensor.model_validate(_sensor(rules=_rules({"value": "AKIA[0-9A-Z]{16}", "context": "body"})))
+    config = SensorConfig.model_validate({"status": True, "settings": [{"name": "sensor.keys", "action": "deny"}]})
+    engine = engine_for_config(config, [sensor], cache_dir=tmp_path)
+    assert engine is not None
+    hits = engine.scan_message(L7Event("http2", kind, Direction.C2S, fields))
+    assert bool(hits) is found
+    assert all(h.action is Action.DENY and "AKIA0123456789ABCDEF" not in str(h.match) for h in hits)
