@@ -101,6 +101,15 @@ class DpiSessionLike(Protocol):
 
     def on_gap(self, direction: Direction) -> None: ...
 
+    def skippable(self, direction: Direction) -> int:
+        """How many coming stream bytes in `direction` the session would count without reading
+        (the rest of a message body it keeps no more of); 0 when it wants them all."""
+        ...
+
+    def skip(self, direction: Direction, n: int) -> None:
+        """The next `n` stream bytes (at most `skippable`) went by unread."""
+        ...
+
     def finish(self) -> None: ...
 
 
@@ -600,7 +609,10 @@ class FlowTable:
             flow.gaps += r.gaps - gaps
             dpi.on_gap(d)
         if data and not dpi.done:
-            dpi.on_stream(d, data)
+            if len(data) <= dpi.skippable(d):
+                dpi.skip(d, len(data))  # inside a body the parser no longer keeps: not copied through it
+            else:
+                dpi.on_stream(d, data)
         if dpi.done:
             self._drop_reassembly(flow)
 

@@ -76,6 +76,7 @@ class DpiSession:
         "_request_keys",
         "_seen",
         "_sizes",
+        "_skippable",
         "app",
         "depth",
         "done",
@@ -115,6 +116,7 @@ class DpiSession:
         self._seen = 0
         self._fed = 0  # chunks given to the parser (the replayed ones included)
         self._parser: Parser | None = None
+        self._skippable: Callable[[Direction], int] | None = None  # the parser's, if it can skip bytes
         self.app: str | None = None
         self.server_name: str | None = None
         self.events: list[L7Event] = []
@@ -148,6 +150,19 @@ class DpiSession:
             self.done = True
         elif all(self._gapped):
             self._give_up()
+
+    def skippable(self, direction: Direction) -> int:
+        """Coming stream bytes the parser would count without reading (see `HttpParser.skippable`)."""
+        if self._skippable is None or self._parser is None or self.done:
+            return 0
+        return self._skippable(direction)
+
+    def skip(self, direction: Direction, n: int) -> None:
+        """`n` stream bytes (at most `skippable`) went by: the parser counts them unread."""
+        parser = self._parser
+        if parser is None or not hasattr(parser, "skip"):
+            raise ValueError("this session cannot skip stream bytes")
+        parser.skip(direction, n)
 
     def finish(self) -> None:
         """The flow ended: an undecided flow is `unknown`; a parser gets to complete what the close ends."""
@@ -245,6 +260,7 @@ class DpiSession:
         pending, self._pending = self._pending, []
         try:
             self._parser = det.parser(self._ctx)
+            self._skippable = getattr(self._parser, "skippable", None)
         except Exception as exc:
             self.error = f"cannot start the {det.name} parser: {exc!r}"
             self.done = True

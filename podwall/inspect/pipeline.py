@@ -191,6 +191,12 @@ class InspectedSession:
     def on_gap(self, direction: Direction) -> None:
         self.dpi.on_gap(direction)
 
+    def skippable(self, direction: Direction) -> int:
+        return 0  # the inspectors read every byte the DPI would skip (a body past its capture)
+
+    def skip(self, direction: Direction, n: int) -> None:
+        raise ValueError("an inspected session reads every byte")
+
     def finish(self) -> None:
         self.dpi.finish()
         for inspector in self._inspectors:

@@ -126,6 +126,12 @@ class FakeDpi:
         self.calls.append(("gap", direction, b""))
         self.done = True
 
+    def skippable(self, direction: Direction) -> int:
+        return 0
+
+    def skip(self, direction: Direction, n: int) -> None:
+        raise AssertionError("this fake skips nothing")
+
     def finish(self) -> None:
         self.finished += 1
         if self.app is None:

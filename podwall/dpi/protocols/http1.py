@@ -62,6 +62,7 @@ _CL_VALUE = re.compile(r"[0-9]{1,18}")
 
 # States of one direction.
 _HEAD, _LENGTH, _CHUNK_LINE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _PAUSED, _STOPPED = range(9)
+_COUNTED = (_LENGTH, _CHUNK_DATA)  # states that count body bytes (side.remaining)
 
 
 def _lines(block: bytes) -> list[bytes]:
@@ -193,6 +194,29 @@ class HttpParser:
         self._run(side, out)
         side.stream.compact()
         return out
+
+    def skippable(self, direction: Direction) -> int:
+        """Coming bytes of `direction` this parser would count without reading: the rest of a
+        Content-Length body or chunk whose capture is full, less its last byte (which completes
+        it the usual way); 0 while anything else is pending. A caller that skips them (`skip`)
+        saves copying bulk bodies through the parser's buffer."""
+        side = self._client if direction == Direction.C2S else self._server
+        if side.state not in _COUNTED or len(side.body) < self._body_cap or self.finished:
+            return 0
+        stream = side.stream
+        if len(stream.buf) > stream.pos:
+            return 0
+        return side.remaining - 1
+
+    def skip(self, direction: Direction, n: int) -> None:
+        """Count `n` body bytes (at most `skippable(direction)`) as seen, unread."""
+        if n <= 0:
+            return
+        if n > self.skippable(direction):
+            raise ValueError(f"cannot skip {n} bytes here: only {self.skippable(direction)} are skippable")
+        side = self._client if direction == Direction.C2S else self._server
+        side.body_seen += n
+        side.remaining -= n
 
     def close(self) -> list[L7Event]:
         """The connection ended: a response delimited by the close is complete now."""

@@ -78,5 +78,11 @@ class IcmpSession:
     def on_gap(self, direction: Direction) -> None:
         return None
 
+    def skippable(self, direction: Direction) -> int:
+        return 0
+
+    def skip(self, direction: Direction, n: int) -> None:
+        raise ValueError("ICMP has no stream to skip")
+
     def finish(self) -> None:
         return None
