@@ -17,6 +17,9 @@ the mode), and the ratio of the two is what counts:
   (q) only when asked (`--modes q`): (c)'s ruleset with a stand-in worker that allows every
       queued packet without decoding it: what the queue's round trip alone costs here, the
       floor under (c);
+  (r) only when asked (`--modes r`): (d)'s ruleset with a stand-in worker that accepts every
+      queued packet unseen, without the allow mark, so every payload packet keeps coming to
+      userspace: what the queue alone costs for (d), the floor under it;
   (p) only when asked (`--modes p`): (c) with workers that busy-poll their queue for up to
       BUSY_POLL_US after each packet (`podwall enforce --busy-poll-us`) instead of sleeping.
 
@@ -98,6 +101,9 @@ MODES = {
     # Not run by default: (c)'s ruleset with a worker that allows every queued packet unseen, i.e.
     # what the queue's round trip alone costs on this machine (the floor under (c)).
     "q": Mode("q", "decide-once, queue only (allow-all)", "http"),
+    # Not run by default: (d)'s ruleset with a stand-in worker that accepts every queued packet
+    # unseen and without the allow mark, so each payload packet keeps coming: the floor under (d).
+    "r": Mode("r", "every packet queued, accepted unseen", "http"),
     # Not run by default: (c) with workers that busy-poll their queue (`podwall enforce
     # --busy-poll-us`) instead of sleeping between packets.
     "p": Mode("p", f"L7 decide-once, busy poll {BUSY_POLL_US} us", "http", 0.95, 0.75),
@@ -139,6 +145,7 @@ POLICIES = {
 }
 POLICIES["e"] = POLICIES["b"]  # the monitor judges by the L3/L4 policy: no violations, full DPI
 POLICIES["q"] = POLICIES["p"] = POLICIES["c"]
+POLICIES["r"] = POLICIES["d"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,13 +334,13 @@ class Bench:
         from podwall.enforce.plan import build_plan
         from podwall.policy.model import Policy
 
-        if key in ("b", "c", "d", "q", "p"):
+        if key in ("b", "c", "d", "q", "p", "r"):
             self.enforcer.apply(build_plan(Policy.model_validate(POLICIES[key]), self.inventory))
         self.setups += 1
-        if key in ("c", "d", "q", "p"):
+        if key in ("c", "d", "q", "p", "r"):
             for num in self.queue.numbers:
-                if key == "q":
-                    argv = [sys.executable, ROLES, "_allow_all", str(num)]
+                if key in ("q", "r"):
+                    argv = [sys.executable, ROLES, "_allow_all", str(num), "mark" if key == "q" else "none"]
                 else:
                     policy = str(self.policy_files[key])
                     argv = [sys.executable, ROLES, "_worker", str(num), policy, self.state.inventory]
@@ -476,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         "--modes",
         type=_modes,
         default=DEFAULT_MODES,
-        help="comma-separated subset of a,b,c,d,e (q: queue alone; p: (c) busy-polling)",
+        help="comma-separated subset of a,b,c,d,e (q, r: the queue alone for c, d; p: (c) busy-polling)",
     )
     ap.add_argument("--profile", type=Path, help="write cProfile statistics of the workers and the monitor here")
     args = ap.parse_args(argv)

@@ -162,11 +162,13 @@ def run_worker(queue_num: int, policy_path: str, inventory_path: str, profile: s
     print(json.dumps(stats), flush=True)
 
 
-def run_allow_all(queue_num: int) -> None:
-    """A stand-in worker (mode q): every queued packet gets the allow mark, nothing is decoded."""
-    from podwall.datapath.io.nfqueue import NF_REPEAT, NfQueue
+def run_allow_all(queue_num: int, marking: str) -> None:
+    """A stand-in worker, nothing decoded: every queued packet gets the allow mark (mode q,
+    `marking` "mark"), or is accepted without it and so keeps coming (mode r, "none")."""
+    from podwall.datapath.io.nfqueue import NF_ACCEPT, NF_REPEAT, NfQueue
     from podwall.enforce.plan import MARK_ALLOW
 
+    verdict, mark = (NF_REPEAT, MARK_ALLOW) if marking == "mark" else (NF_ACCEPT, None)
     stop = _stop_on_term()
     packets = 0
     with NfQueue(queue_num, fail_open=False) as queue:
@@ -175,7 +177,7 @@ def run_allow_all(queue_num: int) -> None:
             messages = queue.recv(0.2, 64)
             if messages:
                 packets += len(messages)
-                queue.verdict_batch(messages[-1].packet_id, NF_REPEAT, MARK_ALLOW)
+                queue.verdict_batch(messages[-1].packet_id, verdict, mark)
         stats: dict[str, Any] = {"packets": packets, "queue": dict(queue.stats)}
     print(json.dumps(stats), flush=True)
 
@@ -207,7 +209,7 @@ ROLES: dict[str, Callable[[list[str]], None]] = {
     "_stream": lambda a: run_stream(a[0], int(a[1]), float(a[2])),
     "_connect": lambda a: run_connections(a[0], int(a[1]), float(a[2])),
     "_worker": lambda a: run_worker(int(a[0]), a[1], a[2], a[3], int(a[4])),
-    "_allow_all": lambda a: run_allow_all(int(a[0])),
+    "_allow_all": lambda a: run_allow_all(int(a[0]), a[1]),
     "_tap": lambda a: run_tap(a[0], a[1], a[2], a[3]),
 }
 
