@@ -495,6 +495,7 @@ class Http2Parser:
             service, rpc = split_grpc_path(path) if grpc else (None, None)
             fields.update(http_method=fields["method"], service=service, method=rpc)
         stream = self._open(sid, path[:HELD_PATH] if path else path, grpc, out)
+        stream.request.codec = _codec(headers)
         stream.body_due = not end
         if self._server_name is None and authority:
             self._server_name = host_without_port(authority)
@@ -518,6 +519,7 @@ class Http2Parser:
                     raise frame_error(f"informational response {status} ends stream {sid}")
                 return
             stream.final = True
+            stream.response.codec = _codec(headers)
             fields.update(
                 status=status,
                 content_type=first_header(headers, "content-type"),
@@ -583,3 +585,9 @@ class Http2Parser:
         fields.setdefault("grpc_message", None)
         stream.release()
         out.append(L7Event(self.app, "response", Direction.S2C, fields))
+
+
+def _codec(headers: list[tuple[str, str]]) -> str | None:
+    """A side's gRPC message encoding (`grpc-encoding`), lower-cased; None for identity or absent."""
+    value = first_header(headers, "grpc-encoding")
+    return value.strip().lower() if value else None

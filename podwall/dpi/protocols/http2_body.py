@@ -13,12 +13,15 @@ gRPC streams (request content-type `application/grpc*`) carry length-prefixed me
 (1-byte compressed flag, 4-byte big-endian length, the message). Their capture keeps the
 messages without the prefixes, concatenated: for protobuf that is itself a valid message (the
 fields of all of them, merged), so inspection sees the string fields as sent. Compressed messages
-(flag 1, e.g. `grpc-encoding: gzip`) are counted and skipped: they cannot be read without
-inflating them, which this parser does not do.
+(flag 1) are inflated when the side's `grpc-encoding` is `gzip` or `deflate` (zlib), the only
+codecs the Python standard library reads: never more output than the capture has room for, so
+a decompression bomb costs at most the cap; a message that does not inflate is counted
+(`inflate_errors`) and skipped. Other codecs (snappy, zstd) are counted and skipped.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from podwall.dpi.protocols.http1 import BODY_CAPTURE
@@ -26,6 +29,7 @@ from podwall.dpi.protocols.http1 import BODY_CAPTURE
 __all__ = ["BODY_CAPTURE", "BUDGET_BODIES", "BodyBudget", "BodyCapture", "request_body_fields", "response_body_fields"]
 
 BUDGET_BODIES = 4  # full-size bodies held at once per connection and direction: the budget is this x the cap
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # grpc-encoding -> zlib's container
 
 
 class BodyBudget:
@@ -45,8 +49,12 @@ class BodyCapture:
         "body",
         "budget",
         "cap",
+        "codec",
         "compressed",
         "framed",
+        "inflate_errors",
+        "inflated",
+        "inflater",
         "left",
         "messages",
         "over_budget",
@@ -71,6 +79,10 @@ class BodyCapture:
         self.left = 0  # bytes of the current message still to come
         self.skip = False  # the current message is compressed
         self.prefix = bytearray()
+        self.codec: str | None = None  # the side's grpc-encoding, lower-cased
+        self.inflater: Any = None  # zlib's decompressor of the current compressed message, if readable
+        self.inflated = 0  # compressed messages inflated (at least in part)
+        self.inflate_errors = 0
 
     @property
     def full(self) -> bool:
@@ -91,7 +103,13 @@ class BodyCapture:
                 step = min(self.left, end - pos)
                 if not self.skip:
                     self._keep(buf, pos, pos + step)
+                elif self.inflater is not None:
+                    self._inflate(bytes(buf[pos : pos + step]))
                 self.left -= step
+                if not self.left and self.inflater is not None:
+                    if not self.inflater.eof:  # the message ended inside its compressed stream
+                        self.inflate_errors += 1
+                    self.inflater = None
                 pos += step
                 continue
             if not prefix and end - pos >= 5:  # the usual case: a whole prefix at hand
@@ -110,8 +128,32 @@ class BodyCapture:
             self.messages += 1
             self.skip = bool(flag & 1)
             self.compressed += self.skip
+            self.inflater = None
+            wbits = _WBITS.get(self.codec or "") if self.skip else None
+            if wbits is not None and self.left and not self.taken and len(self.body) < self.cap:
+                self.inflater = zlib.decompressobj(wbits)
+                self.inflated += 1
 
-    def _keep(self, buf: bytearray, start: int, end: int) -> None:
+    def _inflate(self, data: bytes) -> None:
+        """Inflate the next bytes of a compressed message into the capture, never past its room."""
+        room = self.cap - len(self.body)
+        if room <= 0 or self.taken:
+            self.truncated = True
+            self.inflater = None
+            return
+        try:
+            out = self.inflater.decompress(data, room)
+        except zlib.error:
+            self.inflate_errors += 1
+            self.inflater = None
+            return
+        if out:
+            self._keep(out, 0, len(out))
+        if self.inflater.unconsumed_tail:  # more output than room: the rest is not kept
+            self.truncated = True
+            self.inflater = None
+
+    def _keep(self, buf: bytearray | bytes, start: int, end: int) -> None:
         if self.taken:
             return
         if len(self.body) >= self.cap:
@@ -156,6 +198,8 @@ def request_body_fields(request: BodyCapture, complete: bool, grpc: bool) -> dic
     }
     if grpc:
         fields.update(request_messages=request.messages, request_compressed=request.compressed)
+        if request.compressed:
+            fields.update(request_inflated=request.inflated, request_inflate_errors=request.inflate_errors)
     return fields
 
 
@@ -175,4 +219,6 @@ def response_body_fields(request: BodyCapture, response: BodyCapture, complete: 
             response_messages=response.messages,
             response_compressed=response.compressed,
         )
+        if response.compressed:
+            fields.update(response_inflated=response.inflated, response_inflate_errors=response.inflate_errors)
     return fields

@@ -351,3 +351,68 @@ def test_budget_is_never_exceeded_and_all_given_back(chunks: Chunks, data: st.Da
     whole = Http2Parser(APP_GRPC, SMALL)
     assert summary(events) == summary(feed_all(whole, chunks) + whole.close())
     assert all(len(e.fields["body"]) <= 512 for e in events if "body" in e.fields)
+
+
+# -- compressed gRPC messages ---------------------------------------------------------------
+
+
+def _compressed(body: bytes, codec: str) -> bytes:
+    """A gRPC message compressed with `codec` (gzip, or deflate = the zlib format), flag 1."""
+    import gzip
+    import zlib
+
+    packed = gzip.compress(body) if codec == "gzip" else zlib.compress(body)
+    return b"\x01" + len(packed).to_bytes(4, "big") + packed
+
+
+def _encoded_call(codec: str | None, data: bytes) -> Chunks:
+    enc = Encoder()
+    extra = [("grpc-encoding", codec)] if codec else []
+    head = hh.headers(enc, 1, [*hh.request_headers("/pkg.Users/Find", GRPC), ("te", "trailers"), *extra])
+    return _conversation(head + data)
+
+
+INFLATED: list[tuple[str, str | None, bytes, bytes, int, int]] = [
+    # (id, grpc-encoding, DATA payload, expected body, inflated, errors)
+    ("gzip", "gzip", _frames(1, hh.grpc_message(M1) + _compressed(M2, "gzip"), 5), M1 + M2, 1, 0),
+    ("deflate", "deflate", hh.data(1, _compressed(M3, "deflate"), end=True), M3, 1, 0),
+    ("gzip-upper-case", "GZIP", hh.data(1, _compressed(M2, "gzip"), end=True), M2, 1, 0),
+    ("truncated", "gzip", hh.data(1, COMPRESSED + hh.grpc_message(M1), end=True), M1, 1, 1),
+    ("not-gzip", "gzip", hh.data(1, b"\x01\x00\x00\x00\x04abcd" + hh.grpc_message(M1), end=True), M1, 1, 1),
+    ("unread-codec", "snappy", hh.data(1, _compressed(M2, "gzip") + hh.grpc_message(M1), end=True), M1, 0, 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("codec", "data", "expected", "inflated", "errors"), [pytest.param(*row[1:], id=row[0]) for row in INFLATED]
+)
+@pytest.mark.parametrize("mode", FEED_MODES)
+def test_compressed_grpc_messages_are_inflated(
+    codec: str | None, data: bytes, expected: bytes, inflated: int, errors: int, mode: str
+) -> None:
+    """gzip and deflate messages join the body inflated; a corrupt one or another codec is skipped, counted."""
+    events = feed_all(Http2Parser(APP_GRPC), split_chunks(_encoded_call(codec, data), mode))
+    body = _one(events, "request_body").fields
+    assert body["body"] == expected
+    assert (body["request_inflated"], body["request_inflate_errors"]) == (inflated, errors)
+
+
+def test_a_decompression_bomb_costs_at_most_the_cap() -> None:
+    """10 MB of zeros in a 10 KB gzip message: the capture keeps the cap's worth and says truncated."""
+    bomb = _compressed(bytes(10_000_000), "gzip")
+    events = feed_all(Http2Parser(APP_GRPC, SMALL), _encoded_call("gzip", _frames(1, bomb, 4000)))
+    body = _one(events, "request_body").fields
+    assert body["body"] == bytes(512) and body["body_truncated"]
+
+
+def test_response_messages_inflate_by_the_response_encoding() -> None:
+    """The response side reads its own grpc-encoding header, not the request's."""
+    enc = Encoder()
+    server = (
+        hh.headers(enc, 1, [(":status", "200"), ("content-type", GRPC), ("grpc-encoding", "gzip")])
+        + hh.data(1, _compressed(M2, "gzip"), end=False)
+        + hh.headers(enc, 1, [("grpc-status", "0")], end=True)
+    )
+    chunks = [*_call(GRPC, hh.data(1, hh.grpc_message(M1), end=True)), (S2C, hh.settings() + server)]
+    response = _one(feed_all(Http2Parser(APP_GRPC), chunks), "response").fields
+    assert (response["body"], response["response_inflated"], response["response_compressed"]) == (M2, 1, 1)

@@ -167,10 +167,12 @@ def engine() -> WafEngine:
     return WafEngine(paranoia=1)
 
 
-def _h2_post(app: str, content_type: str, body: bytes, path: str) -> tuple[bytes, bytes]:
+def _h2_post(
+    app: str, content_type: str, body: bytes, path: str, extra: tuple[tuple[str, str], ...] = ()
+) -> tuple[bytes, bytes]:
     """Client and server bytes of one POST whose body goes in 16-byte DATA frames, answered 200."""
     enc_c, enc_s = Encoder(), Encoder()
-    headers = [*hh.request_headers(path, content_type), ("te", "trailers")] if app == APP_GRPC else None
+    headers = [*hh.request_headers(path, content_type), ("te", "trailers"), *extra] if app == APP_GRPC else None
     head = hh.headers(enc_c, 1, headers or hh.request_headers(path, content_type))
     data = b"".join(hh.data(1, body[i : i + 16], pad=3 if i % 32 else None) for i in range(0, len(body), 16))
     client = hh.client_start() + head + data + hh.data(1, b"", end=True)
@@ -271,3 +273,16 @@ def test_request_whose_body_never_comes_is_inspected_at_finish(engine: WafEngine
     inspector = WafFlowInspector(engine, immediate=immediate)
     assert [f for e in _events(APP_HTTP2, [(C2S, client)]) for f in inspector.on_event(e)] == []
     assert any(f.location == "ARGS:id" for f in inspector.finish())
+
+
+@needs_crs
+@pytest.mark.parametrize("immediate", [False, True], ids=["offline", "immediate"])
+def test_an_sqli_in_a_gzip_grpc_message_is_found(engine: WafEngine, immediate: bool) -> None:
+    """A gzip-compressed gRPC message (grpc-encoding: gzip) is inflated by the DPI and its string field inspected."""
+    import gzip
+
+    packed = gzip.compress(user_query("alice", SQLI))
+    body = b"\x01" + len(packed).to_bytes(4, "big") + packed
+    client, server = _h2_post(APP_GRPC, GRPC, body, "/pkg.Users/Find", (("grpc-encoding", "gzip"),))
+    found = _run(engine, client, server, 50051, immediate)
+    assert any(c.finding.location == "ARGS:protobuf.2.1" for c in found), [c.finding.location for c in found]
