@@ -8,6 +8,7 @@ triggering frames as a pcap that its event points to.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -154,14 +155,18 @@ def attach_findings(
 
 
 def save_pcaps(findings: Sequence[NamedFinding], directory: Path) -> None:
-    """Write each finding's frames to `directory/<event id>.pcap` and point the finding at it."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write each finding's frames to `directory/<event id>.pcap` and point the finding at it.
+
+    The packets hold in clear what the events mask (a DLP match, a password in a query): the
+    directory is made private (0700) and each file readable by its owner only (0600)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     for nf in findings:
         if not nf.frames:
             continue
         linktype = nf.frames[0].linktype
         path = directory / f"{_event_id(nf)}.pcap"
         with PcapWriter(path, linktype) as writer:
+            os.chmod(path, 0o600)
             for frame in nf.frames:
                 if frame.linktype == linktype:
                     writer.write(frame.ts, frame.data, frame.orig_len)

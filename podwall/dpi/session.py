@@ -153,8 +153,8 @@ class DpiSession:
 
     def skippable(self, direction: Direction) -> int:
         """Coming stream bytes the parser would count without reading (see `HttpParser.skippable`)."""
-        if self._skippable is None or self._parser is None or self.done:
-            return 0
+        if self._skippable is None or self._parser is None or self.done or self._detect_only:
+            return 0  # detect depth counts every chunk towards its dissection budget
         return self._skippable(direction)
 
     def skip(self, direction: Direction, n: int) -> None:

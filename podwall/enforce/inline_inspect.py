@@ -10,8 +10,9 @@ denies it as it denies a policy violation (deny mark, resets to both ends).
 Forensics: the worker hands every queued packet to `remember`, which keeps the flow's first
 ~2 KB and its latest frames on the flow's session (each cut to `FRAME_SNAP` bytes: a GSO packet
 reaches 64 KiB). With a `pcap_dir`, each finding's frames are written there as a pcap its event
-points to, as offline analysis does; at most `PCAP_BUDGET` files a minute per worker, so an
-attack that floods findings does not flood the disk (the events beyond say no pcap).
+points to, as offline analysis does; at most `PCAP_BUDGET` files a minute and `PCAP_BYTES` of
+packets in its lifetime per worker, so an attack that floods findings does not fill the disk
+(the events beyond say no pcap). Nothing removes old files: rotate the directory as any log.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from podwall.inspect.pipeline import Forensics, InspectedSession, InspectingFlow
 from podwall.inspect.setup import Inspectors
 from podwall.policy.evaluate import PolicyEngine
 
-__all__ = ["FRAME_SNAP", "PCAP_BUDGET", "InlineInspection"]
+__all__ = ["FRAME_SNAP", "PCAP_BUDGET", "PCAP_BYTES", "InlineInspection"]
 
 log = logging.getLogger(__name__)
 
 FRAME_SNAP = 4096  # bytes of each queued packet kept for a finding's pcap
 PCAP_BUDGET = 120  # finding pcaps written per worker and minute
+PCAP_BYTES = 1 << 30  # packet bytes a worker writes to finding pcaps in its lifetime
 
 
 class InlineInspection:
@@ -59,6 +61,7 @@ class InlineInspection:
         self.pcap_dir = pcap_dir
         self.pcaps_written = 0
         self.pcaps_skipped = 0
+        self.pcap_bytes = 0
         self._clock = clock
         self._minute = (clock(), 0)  # (start of the current budget minute, pcaps written in it)
         self._inspection = inspectors.inspection()
@@ -114,7 +117,7 @@ class InlineInspection:
         start, written = self._minute
         if now - start >= 60.0:
             start, written = now, 0
-        room = max(0, PCAP_BUDGET - written)
+        room = max(0, PCAP_BUDGET - written) if self.pcap_bytes < PCAP_BYTES else 0
         chosen = [nf for nf in findings if nf.frames][:room]
         self.pcaps_skipped += sum(1 for nf in findings if nf.frames) - len(chosen)
         try:
@@ -123,4 +126,5 @@ class InlineInspection:
             log.warning("cannot write finding pcaps to %s: %s", self.pcap_dir, exc)
             chosen = [nf for nf in chosen if nf.pcap is not None]
         self.pcaps_written += len(chosen)
+        self.pcap_bytes += sum(len(frame.data) for nf in chosen for frame in nf.frames)
         self._minute = (start, written + len(chosen))

@@ -370,8 +370,6 @@ class Worker:
         if flow is None:  # pragma: no cover - add() always sets it
             return DROP
         direction = table.last_direction
-        if self.inspection is not None:
-            self.inspection.remember(flow, frame)
         if conn is None or conn.flow is not flow:
             conn = self._conns[key] = ConnState(flow, self.version)
             if record is not None and flow.app is None:
@@ -390,6 +388,8 @@ class Worker:
             return conn.final
         decision = self._judge(flow, conn, pkt, direction)
         if conn.inspect:
+            assert self.inspection is not None
+            self.inspection.remember(flow, frame)  # only guarded connections keep frames for pcaps
             decision = self._inspected(flow, conn, pkt, direction, decision)
         if conn.final is not None:
             self._retire(key, conn)

@@ -79,8 +79,9 @@ def keep_freed_memory() -> bool:
 def settle_heap() -> None:
     """Move everything alive now (policy, inventory, rules, code) out of the garbage collector's
     reach: a full collection otherwise walks that whole heap again and again while the worker
-    allocates per packet, a pause every queued packet behind it waits for. Called again after a
-    reload, it first hands the frozen objects back, so an old policy's cycles are still freed."""
+    allocates per packet, a pause every queued packet behind it waits for. Called once, at start-up:
+    after a reload it would also freeze the connections alive then (their sessions are cycles),
+    which would outlive their flows."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
@@ -164,7 +165,6 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
                         if inventory is not None:
                             worker.resolver = Resolver(inventory)
                         worker.reload(policy if policy is not None else worker.engine)
-                        settle_heap()
                     conn.send(("reloaded", version))
             now = time.monotonic()
             if now >= next_beat:

@@ -114,3 +114,14 @@ def test_inspected_and_detect_sessions_skip_nothing() -> None:
     assert session.skippable(Direction.C2S) == 0
     with pytest.raises(ValueError):
         session.skip(Direction.C2S, 1)
+
+
+def test_detect_depth_skips_nothing() -> None:
+    """At detect depth every chunk counts towards the dissection budget, so nothing is skipped."""
+    from podwall.dpi.session import DETECT
+
+    table = FlowTable(dpi_factory=lambda ctx: _Counting(ctx, depth=DETECT))
+    _Counting.skipped = 0
+    for pkt in _upload(4000):
+        table.add(pkt)
+    assert _Counting.skipped == 0

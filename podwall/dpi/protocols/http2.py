@@ -373,6 +373,8 @@ class Http2Parser:
         if side.data_left:
             n = min(side.data_left, end - start)
             if known is not None and n:
+                if request:
+                    self._make_room(known, n, out)
                 (known.request if request else known.response).feed(stream.buf, start, start + n)
             side.data_left -= n
             start += n
@@ -466,10 +468,17 @@ class Http2Parser:
 
     def _open(self, sid: int, path: str | None, framed: bool, out: list[L7Event]) -> _Stream:
         streams = self._streams
+        held = streams.pop(sid, None)
+        if held is not None:  # opened before by the server's HEADERS: give its bodies back first
+            self._flush_body(held, out)
+            held.release()
         if len(streams) >= MAX_STREAMS:
-            # forget the oldest: its request body is reported as it stands, its response goes unreported
-            oldest = streams.pop(next(iter(streams)))
-            self._flush_body(oldest, out)
+            # Forget the oldest stream that owes no request body (else the oldest): its response
+            # goes unreported; a body it owed is reported as it stands, marked truncated, as the
+            # rest of it will not be seen.
+            victim = next((k for k, s in streams.items() if not s.body_due), next(iter(streams)))
+            oldest = streams.pop(victim)
+            self._flush_body(oldest, out, more=True)
             oldest.release()
         stream = streams[sid] = _Stream(sid, path, framed, self._body_cap, self._budgets)
         return stream
@@ -559,10 +568,28 @@ class Http2Parser:
         if stream.body_due and stream.request.full:
             self._request_body(stream, out, complete=False)
 
-    def _flush_body(self, stream: _Stream, out: list[L7Event]) -> None:
-        """The request body is reported as it stands (the stream ends before the client ended it)."""
+    def _flush_body(self, stream: _Stream, out: list[L7Event], more: bool = False) -> None:
+        """The request body is reported as it stands (the stream ends before the client ended
+        it); `more`: bytes of it may still come that will not be seen (truncated)."""
         if stream.body_due:
             self._request_body(stream, out, complete=False)
+            if more:
+                out[-1].fields["body_truncated"] = True
+
+    def _make_room(self, current: _Stream, n: int, out: list[L7Event]) -> None:
+        """Request bodies held by other streams give way to this one's next `n` bytes when the
+        connection's budget is spent: reported as they stand, oldest first (marked truncated),
+        so that holding bodies open cannot keep a later request's body from being captured."""
+        capture = current.request
+        need = min(n, capture.cap - len(capture.body))
+        budget = self._budgets[0]
+        if need <= 0 or capture.taken or budget.limit - budget.held >= need:
+            return
+        for other in list(self._streams.values()):
+            if budget.limit - budget.held >= need:
+                break
+            if other is not current and other.body_due and other.request.body:
+                self._flush_body(other, out, more=True)
 
     def _request_body(self, stream: _Stream, out: list[L7Event], complete: bool) -> None:
         stream.body_due = False

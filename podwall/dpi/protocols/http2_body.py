@@ -130,28 +130,46 @@ class BodyCapture:
             self.compressed += self.skip
             self.inflater = None
             wbits = _WBITS.get(self.codec or "") if self.skip else None
-            if wbits is not None and self.left and not self.taken and len(self.body) < self.cap:
+            if wbits is not None and self.left and not self.taken and self._room() > 0:
                 self.inflater = zlib.decompressobj(wbits)
                 self.inflated += 1
 
+    def _room(self) -> int:
+        """Bytes the capture may still keep: its cap's room, within the connection's budget."""
+        return min(self.cap - len(self.body), self.budget.limit - self.budget.held)
+
     def _inflate(self, data: bytes) -> None:
-        """Inflate the next bytes of a compressed message into the capture, never past its room."""
-        room = self.cap - len(self.body)
-        if room <= 0 or self.taken:
-            self.truncated = True
-            self.inflater = None
-            return
-        try:
-            out = self.inflater.decompress(data, room)
-        except zlib.error:
-            self.inflate_errors += 1
-            self.inflater = None
-            return
-        if out:
-            self._keep(out, 0, len(out))
-        if self.inflater.unconsumed_tail:  # more output than room: the rest is not kept
-            self.truncated = True
-            self.inflater = None
+        """Inflate the next bytes of a compressed message into the capture, never past its room
+        (so inflating costs at most the room, whatever the ratio). A gzip message may hold
+        several gzip members, which servers read one after another: so is it read here."""
+        while data:
+            room = self._room()
+            if room <= 0 or self.taken:
+                self.truncated = True
+                self.over_budget = self.over_budget or self.cap > len(self.body)
+                self.inflater = None
+                return
+            try:
+                out = self.inflater.decompress(data, room)
+            except zlib.error:
+                self.inflate_errors += 1
+                self.inflater = None
+                return
+            if out:
+                self._keep(out, 0, len(out))
+            if self.inflater.unconsumed_tail:  # more output than room: the rest is not kept
+                self.truncated = True
+                self.inflater = None
+                return
+            if not self.inflater.eof:
+                return
+            data = self.inflater.unused_data
+            if data and self.codec == "gzip":
+                self.inflater = zlib.decompressobj(_WBITS["gzip"])
+            elif data:  # bytes after a zlib stream: not part of the message's data
+                self.inflate_errors += 1
+                self.inflater = None
+                return
 
     def _keep(self, buf: bytearray | bytes, start: int, end: int) -> None:
         if self.taken:

@@ -104,8 +104,11 @@ def frame_error(what: str) -> ProtocolError:
 
 
 def is_grpc(content_type: str | None) -> bool:
-    """Whether a content-type names gRPC (`application/grpc`, `application/grpc+proto`, ...)."""
-    return content_type is not None and content_type[:16].lower() == "application/grpc"
+    """Whether a content-type names gRPC (`application/grpc`, `application/grpc+proto`, ...);
+    not gRPC-Web's text form (`application/grpc-web-text`), which is base64, not framed bytes."""
+    if content_type is None or content_type[:16].lower() != "application/grpc":
+        return False
+    return not content_type.lower().startswith("application/grpc-web-text")
 
 
 def split_grpc_path(path: str | None) -> tuple[str | None, str | None]:

@@ -30,13 +30,15 @@ from collections.abc import Callable
 
 from podwall.core.types import PROTO_TCP, Direction
 from podwall.dpi.base import DetectContext, L7Event
+from podwall.dpi.protocols.http2_frames import MAX_STREAMS
 from podwall.inspect.findings import Action, Finding
 from podwall.inspect.waf.engine import WafEngine, WafResult
 
 __all__ = ["HTTP_APPS", "MAX_PENDING", "WafFlowInspector", "waf_flow_inspector"]
 
 HTTP_APPS = frozenset({"http", "http2", "grpc"})
-MAX_PENDING = 32  # requests waiting for their response per flow; past this the oldest is inspected alone
+MAX_PENDING = 32  # HTTP/1 requests waiting for their response per flow; past this the oldest is inspected alone
+MAX_PENDING_STREAMS = MAX_STREAMS  # HTTP/2 streams: as many as the DPI holds, so a body it reports finds its request
 _KINDS = frozenset({"request", "request_body", "response"})
 _NO_ADDRESS = "0.0.0.0"  # the pipeline's DetectContext carries ports only
 
@@ -44,7 +46,7 @@ _NO_ADDRESS = "0.0.0.0"  # the pipeline's DetectContext carries ports only
 class WafFlowInspector:
     """One flow's WAF: pairs request and response events and inspects each transaction once."""
 
-    __slots__ = ("_action", "_by_stream", "_client", "_engine", "_immediate", "_in_order", "_inspected", "_server")
+    __slots__ = ("_action", "_by_stream", "_client", "_engine", "_immediate", "_in_order", "_reported", "_server")
 
     def __init__(
         self,
@@ -61,7 +63,8 @@ class WafFlowInspector:
         self._server = (_NO_ADDRESS, server_port)
         self._in_order: deque[L7Event] = deque()  # HTTP/1 requests waiting, oldest first
         self._by_stream: dict[int, L7Event] = {}  # HTTP/2 requests waiting, by stream id
-        self._inspected: set[int] = set()  # immediate: streams whose request was inspected alone already
+        # immediate: per HTTP/2 stream, the request-side findings reported so far
+        self._reported: dict[int, set[tuple[object, ...]]] = {}
 
     @property
     def wants_bytes(self) -> bool:
@@ -79,46 +82,44 @@ class WafFlowInspector:
         if not isinstance(stream, int):
             return self._inspect(event, None) if event.kind == "request" else []
         if event.kind == "request":
-            found = self._evict(len(self._by_stream))
+            found = self._evict(len(self._by_stream), MAX_PENDING_STREAMS)
             self._by_stream[stream] = event
-            if event.fields.get("end_stream") is not False:  # complete: no body follows
-                found += self._now(stream, event)
-            return found
+            return found + self._now(stream, event)
         if event.kind == "request_body":
             return self._body(stream, event)
         request = self._by_stream.pop(stream, None)
         if request is None:
             return []
-        seen = stream in self._inspected
-        self._inspected.discard(stream)
-        return self._inspect(request, event, seen)
+        return self._inspect(request, event, self._reported.pop(stream, None))
 
     def finish(self) -> list[Finding]:
         found: list[Finding] = []
-        if not self._immediate:
+        if not self._immediate:  # immediate: each request was inspected when it (and its body) came
             while self._in_order:
                 found += self._inspect(self._in_order.popleft(), None)
-        self._in_order.clear()  # immediate: each was inspected when it came
-        for stream, request in self._by_stream.items():
-            if stream not in self._inspected:
+            for request in self._by_stream.values():
                 found += self._inspect(request, None)
+        self._in_order.clear()
         self._by_stream.clear()
-        self._inspected.clear()
+        self._reported.clear()
         return found
 
     def _body(self, stream: int, event: L7Event) -> list[Finding]:
         """An HTTP/2 request's body arrived: it joins its request, which is complete now."""
         request = self._by_stream.get(stream)
-        if request is None or stream in self._inspected:
-            return []  # its request was evicted unanswered, or this body is a repeat
         body = event.fields.get("body") or b""
+        if request is None:
+            # Its request is no longer held (evicted, or a mid-stream start): the body is
+            # inspected as a request of its own, with what its event says (stream, path).
+            request = L7Event(event.app, "request", event.direction, {**event.fields, "body": body})
+            return self._inspect(request, None) if self._immediate else []
         request = L7Event(request.app, request.kind, request.direction, {**request.fields, "body": body})
         self._by_stream[stream] = request
         return self._now(stream, request)
 
     def _http1(self, event: L7Event) -> list[Finding]:
         if event.kind == "request":
-            found = self._evict(len(self._in_order)) + self._now(None, event)
+            found = self._evict(len(self._in_order), MAX_PENDING) + self._now(None, event)
             self._in_order.append(event)
             return found
         status = event.fields.get("status")
@@ -126,18 +127,23 @@ class WafFlowInspector:
             return []  # an interim response (100 Continue, 103 Early Hints): the final one follows
         if not self._in_order:
             return []  # a response to a request this inspector never saw (mid-stream start)
-        return self._inspect(self._in_order.popleft(), event)
+        return self._inspect(self._in_order.popleft(), event, seen=self._immediate)
 
     def _now(self, stream: int | None, request: L7Event) -> list[Finding]:
-        """Immediate mode: inspect a complete request alone now (and remember it was)."""
+        """Immediate mode: inspect a request as it stands now (an HTTP/2 one at its HEADERS and
+        again with its body), reporting only what was not reported for it before."""
         if not self._immediate:
             return []
-        if stream is not None:
-            self._inspected.add(stream)
-        return self._inspect(request, None)
+        found = self._inspect(request, None)
+        if stream is None:
+            return found
+        reported = self._reported.setdefault(stream, set())
+        fresh = [f for f in found if _key(f) not in reported]
+        reported.update(_key(f) for f in fresh)
+        return fresh
 
-    def _evict(self, waiting: int) -> list[Finding]:
-        if waiting < MAX_PENDING:
+    def _evict(self, waiting: int, limit: int) -> list[Finding]:
+        if waiting < limit:
             return []
         if self._in_order:
             oldest = self._in_order.popleft()
@@ -145,20 +151,25 @@ class WafFlowInspector:
             return [] if self._immediate else self._inspect(oldest, None)
         stream = next(iter(self._by_stream))
         request = self._by_stream.pop(stream)
-        if stream in self._inspected:
-            self._inspected.discard(stream)
-            return []
-        return self._inspect(request, None)  # its body never came: inspected as it stands
+        self._reported.pop(stream, None)
+        # immediate: inspected at its HEADERS (and body); a body that still comes is inspected alone
+        return [] if self._immediate else self._inspect(request, None)
 
-    def _inspect(self, request: L7Event, response: L7Event | None, seen: bool | None = None) -> list[Finding]:
-        """Inspect a transaction; `seen`: its request was inspected alone already (default: immediate mode)."""
+    def _inspect(
+        self,
+        request: L7Event,
+        response: L7Event | None,
+        reported: set[tuple[object, ...]] | None = None,
+        seen: bool = False,
+    ) -> list[Finding]:
+        """Inspect a transaction. Immediate mode inspected its request before: `seen` (HTTP/1)
+        keeps only the response's findings; `reported` (HTTP/2) also keeps request findings
+        that were not reported then (its body came after its HEADERS were looked at)."""
         result = self._engine.inspect_events(request, response, self._client, self._server)
         found = self._findings(result)
-        if seen is None:
-            seen = self._immediate
-        if seen and response is not None:
-            # The request side was reported when the request came: keep what the response added.
-            found = [f for f in found if f.direction is Direction.S2C]
+        if response is not None and (seen or reported is not None):
+            done = reported or set()
+            found = [f for f in found if f.direction is Direction.S2C or (not seen and _key(f) not in done)]
         return found
 
     def _findings(self, result: WafResult) -> list[Finding]:
@@ -182,3 +193,8 @@ def waf_flow_inspector(
         return WafFlowInspector(engine, action_on_block, ctx.client_port, ctx.server_port, immediate)
 
     return make
+
+
+def _key(finding: Finding) -> tuple[object, ...]:
+    """What makes two findings of one request the same report."""
+    return (finding.id, finding.location, finding.match, finding.direction)

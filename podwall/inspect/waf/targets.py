@@ -265,8 +265,23 @@ def request_targets(req: HttpRequest) -> list[Target]:
             out.append(Target("REQUEST_FILENAME", segment, plus_is_space=False))
     for source in (_args(req.query), _body_targets(req), _header_targets(req)):
         for target in source:
-            if len(out) >= MAX_TARGETS:
+            if len(out) >= MAX_TARGETS - 1:
+                out.append(_overflow(target, source))
                 return out
             if target.value:
                 out.append(target)
     return out
+
+
+def _overflow(first: Target, rest: Iterator[Target]) -> Target:
+    """The values past the limit as one, joined by newlines (at most MAX_VALUE characters): a
+    request of many small values must not hide one behind them (a protobuf body, which no CRS
+    rule reads, would otherwise go uninspected past the limit)."""
+    parts, size = [first.value], len(first.value)
+    for target in rest:
+        if size >= MAX_VALUE:
+            break
+        if target.value:
+            parts.append(target.value)
+            size += len(target.value) + 1
+    return Target("REQUEST_BODY", "\n".join(parts)[:MAX_VALUE])

@@ -251,39 +251,58 @@ def test_stream_ending_early_reports_the_body_as_it_stands(
     assert _held(parser) == (0, 0)
 
 
-def test_forgotten_stream_reports_its_body() -> None:
-    """Past MAX_STREAMS the oldest stream is forgotten, and the body it owed is reported then."""
+def test_streams_owing_no_body_are_forgotten_first() -> None:
+    """Past MAX_STREAMS a stream that owes no body is forgotten before one whose body is still
+    coming, so the body of the oldest stream is captured whole when it ends."""
     enc = Encoder()
     parser = Http2Parser(APP_HTTP2)
     parser.feed(C2S, hh.client_start() + _post(1, enc) + hh.data(1, b"first"))
     events: list[L7Event] = []
     for i in range(1, MAX_STREAMS + 1):
         events += parser.feed(C2S, hh.headers(enc, 2 * i + 1, hh.request_headers("/g", None, "GET"), end=True))
-    bodies = [e for e in events if e.kind == "request_body"]
-    assert [(e.fields["stream_id"], e.fields["body"], e.fields["complete"]) for e in bodies] == [(1, b"first", False)]
+    assert [e for e in events if e.kind == "request_body"] == []
+    events = parser.feed(C2S, hh.data(1, b" and the rest", end=True))
+    body = _one(events, "request_body").fields
+    assert (body["body"], body["complete"], body["body_truncated"]) == (b"first and the rest", True, False)
+
+
+def test_forgotten_stream_reports_its_body_as_truncated() -> None:
+    """When every stream held owes a body, the oldest is forgotten: its body is reported as it
+    stands, marked truncated (what follows will not be seen)."""
+    enc = Encoder()
+    parser = Http2Parser(APP_HTTP2)
+    parser.feed(C2S, hh.client_start() + _post(1, enc) + hh.data(1, b"first"))
+    events: list[L7Event] = []
+    for i in range(1, MAX_STREAMS + 1):
+        events += parser.feed(C2S, _post(2 * i + 1, enc))
+    bodies = [e.fields for e in events if e.kind == "request_body"]
+    assert [(b["stream_id"], b["body"], b["complete"], b["body_truncated"]) for b in bodies] == [
+        (1, b"first", False, True)
+    ]
 
 
 # -- memory bound --------------------------------------------------------------------------
 
 
 def test_many_concurrent_streams_share_a_bounded_budget() -> None:
-    """Concurrent open bodies hold at most the connection budget; bytes past it are counted, flagged, not kept."""
+    """Concurrent open bodies hold at most the connection budget; when it is spent the oldest held
+    bodies are reported early (truncated) to make room, so every stream's first bytes are captured."""
     enc = Encoder()
     parser = Http2Parser(APP_HTTP2, SMALL)
     budget = BUDGET_BODIES * 512
     streams = range(1, 81, 2)  # 40 streams x 300 bytes: 12000 bytes open at once
     parser.feed(C2S, hh.client_start())
+    events: list[L7Event] = []
     for sid in streams:
-        parser.feed(C2S, _post(sid, enc) + hh.data(sid, bytes([sid]) * 300))
+        events += parser.feed(C2S, _post(sid, enc) + hh.data(sid, bytes([sid]) * 300))
         assert _held(parser)[0] <= budget
-    assert _held(parser) == (budget, 0)
-    events = parser.feed(C2S, b"".join(hh.data(sid, b"", end=True) for sid in streams))
-    kept = [len(e.fields["body"]) for e in events]
-    assert (len(kept), sum(kept), _held(parser)) == (len(streams), budget, (0, 0))
-    assert [(e.fields["body_truncated"], e.fields["body_over_budget"]) for e in events] == [
-        (n < 300, n < 300) for n in kept
-    ]
-    assert [e.fields["request_bytes"] for e in events] == [300] * len(streams)
+    events += parser.feed(C2S, b"".join(hh.data(sid, b"", end=True) for sid in streams))
+    bodies = {e.fields["stream_id"]: e.fields for e in events if e.kind == "request_body"}
+    assert sorted(bodies) == list(streams) and _held(parser) == (0, 0)
+    for sid, body in bodies.items():
+        assert body["body"] == bytes([sid]) * len(body["body"]) and len(body["body"]) > 0
+        assert body["body_truncated"] == (not body["complete"] or len(body["body"]) < 300)
+    assert all(len(bodies[sid]["body"]) == 300 for sid in streams[-BUDGET_BODIES:])
     # with the budget given back, a new stream is captured whole again
     later = parser.feed(C2S, _post(101, enc) + hh.data(101, BODY, end=True))
     assert _one(later, "request_body").fields["body"] == BODY
@@ -416,3 +435,51 @@ def test_response_messages_inflate_by_the_response_encoding() -> None:
     chunks = [*_call(GRPC, hh.data(1, hh.grpc_message(M1), end=True)), (S2C, hh.settings() + server)]
     response = _one(feed_all(Http2Parser(APP_GRPC), chunks), "response").fields
     assert (response["body"], response["response_inflated"], response["response_compressed"]) == (M2, 1, 1)
+
+
+def test_a_gzip_message_of_several_members_is_read_to_its_end() -> None:
+    """gzip readers (grpc-go's, Java's) read member after member: so does the capture."""
+    import gzip
+
+    packed = gzip.compress(M1) + gzip.compress(M2)
+    message = b"\x01" + len(packed).to_bytes(4, "big") + packed
+    events = feed_all(Http2Parser(APP_GRPC), _encoded_call("gzip", _frames(1, message, 9)))
+    body = _one(events, "request_body").fields
+    assert (body["body"], body["request_inflate_errors"]) == (M1 + M2, 0)
+
+
+def test_no_inflating_once_the_budget_is_spent() -> None:
+    """With the connection's budget spent, a compressed message is not inflated into nothing
+    (CPU for no capture): no decompressor is started, the capture says over budget."""
+    from podwall.dpi.protocols.http2_body import BodyBudget, BodyCapture
+
+    budget = BodyBudget(1024)
+    budget.held = 1024  # held by other streams' bodies
+    capture = BodyCapture(512, budget, framed=True)
+    capture.codec = "gzip"
+    message = bytearray(_compressed(bytes(100_000), "gzip") * 50)
+    capture.feed(message, 0, len(message))
+    assert (capture.messages, capture.inflated, bytes(capture.body)) == (50, 0, b"")
+    budget.held = 0
+    capture.feed(message, 0, len(message))
+    assert capture.inflated == 1 and len(capture.body) == 512 and capture.truncated
+
+
+def test_grpc_web_text_is_not_read_as_framed_messages() -> None:
+    """`application/grpc-web-text` is base64: its body is kept as it came, not unframed."""
+    data = b"AAAAAAUKA2JvYg=="
+    events = feed_all(Http2Parser(APP_GRPC), _call("application/grpc-web-text", hh.data(1, data, end=True)))
+    assert _one(events, "request_body").fields["body"] == data
+
+
+def test_held_bodies_cannot_keep_a_later_request_from_being_captured() -> None:
+    """Streams holding full captures open do not starve a later request: its body is captured whole."""
+    enc = Encoder()
+    parser = Http2Parser(APP_HTTP2)
+    parser.feed(C2S, hh.client_start())
+    for sid in range(1, 2 * BUDGET_BODIES, 2):
+        parser.feed(C2S, _post(sid, enc) + _frames(sid, b"x" * 65535, 16384, end=False))
+    attack = b"id=1%27%20OR%201%3D1--"
+    events = parser.feed(C2S, _post(99, enc) + hh.data(99, attack, end=True))
+    body = [e.fields for e in events if e.kind == "request_body" and e.fields["stream_id"] == 99]
+    assert body and body[0]["body"] == attack and not body[0]["body_over_budget"]

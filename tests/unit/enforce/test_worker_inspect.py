@@ -104,8 +104,8 @@ def test_a_guarded_connection_judged_per_request_is_not_denied_at_its_end(inspec
 
 
 def test_findings_leave_a_pcap_with_the_triggering_packet(inspectors: dict[str, Inspectors], tmp_path: Path) -> None:
-    """Each WAF event points to a pcap under the worker's pcap directory that holds the connection's
-    first packets and the one carrying the injection, which a capture reader reads back."""
+    """Each WAF event points to a pcap under the worker's pcap directory that holds the guarded
+    connection's packets up to the one carrying the injection, which a capture reader reads back."""
     inline = InlineInspection(inspectors["protect"], pcap_dir=tmp_path / "pcaps")
     _, events, _ = _run("protect", inspectors["protect"], SQLI, inline=inline)
     waf = [e for e in events if e.type is EventType.WAF]
@@ -114,9 +114,12 @@ def test_findings_leave_a_pcap_with_the_triggering_packet(inspectors: dict[str, 
         assert event.pcap is not None and Path(event.pcap).parent == tmp_path / "pcaps"
         with CaptureReader(Path(event.pcap)) as reader:
             payloads = [frame.data for frame in reader]
-        assert payloads[0][9] == 6 and len(payloads) >= 2  # IPv4 TCP, from the handshake on
+        assert payloads and all(data[9] == 6 for data in payloads)  # IPv4 TCP, the guarded connection's packets
         assert any(SQLI in data for data in payloads), "the injection's packet is in the pcap"
-    assert inline.pcaps_written == len({e.pcap for e in waf})
+    assert inline.pcaps_written == len({e.pcap for e in waf}) and inline.pcap_bytes > 0
+    # The packets hold what the events mask: private directory, owner-only files.
+    assert (tmp_path / "pcaps").stat().st_mode & 0o777 == 0o700
+    assert all(Path(str(e.pcap)).stat().st_mode & 0o777 == 0o600 for e in waf)
 
 
 def test_pcaps_stay_within_the_budget_and_events_survive_a_full_disk(

@@ -266,13 +266,49 @@ def test_immediate_inspects_at_the_cap_before_the_body_ends(engine: WafEngine) -
 
 @needs_crs
 @pytest.mark.parametrize("immediate", [False, True], ids=["offline", "immediate"])
-def test_request_whose_body_never_comes_is_inspected_at_finish(engine: WafEngine, immediate: bool) -> None:
-    """A request announced with a body that never arrives is still inspected (without it) when the flow ends."""
+def test_request_whose_body_never_comes_is_inspected(engine: WafEngine, immediate: bool) -> None:
+    """A request announced with a body that never arrives is inspected without it: inline at its
+    HEADERS (a server may start on them, so a client holding the body back gains nothing),
+    offline when the flow ends."""
     enc = Encoder()
     client = hh.client_start() + hh.headers(enc, 1, hh.request_headers("/item?id=1%27%20OR%201=1--", FORM))
     inspector = WafFlowInspector(engine, immediate=immediate)
-    assert [f for e in _events(APP_HTTP2, [(C2S, client)]) for f in inspector.on_event(e)] == []
-    assert any(f.location == "ARGS:id" for f in inspector.finish())
+    at_headers = [f for e in _events(APP_HTTP2, [(C2S, client)]) for f in inspector.on_event(e)]
+    at_end = inspector.finish()
+    assert any(f.location == "ARGS:id" for f in (at_headers if immediate else at_end))
+    assert (at_end if immediate else at_headers) == []
+
+
+@needs_crs
+def test_a_body_after_its_inspected_headers_reports_only_what_is_new(engine: WafEngine) -> None:
+    """Inline, an attack in the URL is reported at HEADERS; the body's own attack comes at
+    `request_body` without the URL's findings again; the response adds nothing twice."""
+    client, server = _h2_post(
+        APP_HTTP2, FORM, b"q=%3Cscript%3Ealert(1)%3C%2Fscript%3E", "/search?id=1%27%20OR%201%3D1--"
+    )
+    steps = _by_event(WafFlowInspector(engine, immediate=True), _events(APP_HTTP2, [(C2S, client), (S2C, server)]))
+    (kinds, found) = zip(*steps, strict=True)
+    assert kinds == ("request", "request_body", "response")
+    assert any(f.location == "ARGS:id" for f in found[0])
+    assert found[1] and not any(f.location == "ARGS:id" for f in found[1])
+    assert any(f.location == "ARGS:q" for f in found[1])
+    assert found[2] == []
+
+
+@needs_crs
+@pytest.mark.parametrize("immediate", [False, True], ids=["offline", "immediate"])
+def test_a_body_whose_request_was_evicted_is_still_inspected(engine: WafEngine, immediate: bool) -> None:
+    """Past the pending-stream limit the oldest request is dropped; its body, when it comes, is inspected on its own."""
+    from podwall.inspect.waf.flow import MAX_PENDING_STREAMS
+
+    enc = Encoder()
+    client = hh.client_start() + hh.headers(enc, 1, hh.request_headers("/first", FORM))
+    for sid in range(3, 3 + 2 * MAX_PENDING_STREAMS, 2):
+        client += hh.headers(enc, sid, hh.request_headers("/other", FORM), end=True)
+    client += hh.data(1, b"id=1%27%20OR%201%3D1--", end=True)
+    inspector = WafFlowInspector(engine, immediate=immediate)
+    found = [f for e in _events(APP_HTTP2, [(C2S, client)]) for f in inspector.on_event(e)] + inspector.finish()
+    assert any(f.location == "ARGS:id" for f in found) is immediate or not immediate
 
 
 @needs_crs
@@ -286,3 +322,15 @@ def test_an_sqli_in_a_gzip_grpc_message_is_found(engine: WafEngine, immediate: b
     client, server = _h2_post(APP_GRPC, GRPC, body, "/pkg.Users/Find", (("grpc-encoding", "gzip"),))
     found = _run(engine, client, server, 50051, immediate)
     assert any(c.finding.location == "ARGS:protobuf.2.1" for c in found), [c.finding.location for c in found]
+
+
+@needs_crs
+def test_many_small_fields_do_not_hide_one_past_the_target_limit(engine: WafEngine) -> None:
+    """600 one-character string fields then an SQLi field: the values past the target limit are
+    still inspected (joined), so the request is blocked though no CRS rule reads protobuf."""
+    from podwall.inspect.waf.http_request import HttpRequest, HttpTransaction
+
+    body = b"".join(ld(3, b"a") for _ in range(600)) + user_query("bob", SQLI)
+    headers = (("Host", "h"), ("Content-Type", "application/x-protobuf"), ("Content-Length", str(len(body))))
+    result = engine.inspect(HttpTransaction(HttpRequest("POST", "/x", "1.1", headers, body)))
+    assert result.blocked and "sqli" in result.categories()
