@@ -112,7 +112,7 @@ class WafFlowInspector:
             # Its request is no longer held (evicted, or a mid-stream start): the body is
             # inspected as a request of its own, with what its event says (stream, path).
             request = L7Event(event.app, "request", event.direction, {**event.fields, "body": body})
-            return self._inspect(request, None) if self._immediate else []
+            return self._inspect(request, None)
         request = L7Event(request.app, request.kind, request.direction, {**request.fields, "body": body})
         self._by_stream[stream] = request
         return self._now(stream, request)
@@ -149,8 +149,12 @@ class WafFlowInspector:
             oldest = self._in_order.popleft()
             # immediate: already inspected on its own when it came
             return [] if self._immediate else self._inspect(oldest, None)
-        stream = next(iter(self._by_stream))
-        request = self._by_stream.pop(stream)
+        # the oldest stream that owes no body (as the DPI forgets them), else the oldest
+        held = self._by_stream
+        stream = next((k for k, r in held.items() if _owes_nothing(r)), None)
+        if stream is None:
+            stream = next(iter(held))
+        request = held.pop(stream)
         self._reported.pop(stream, None)
         # immediate: inspected at its HEADERS (and body); a body that still comes is inspected alone
         return [] if self._immediate else self._inspect(request, None)
@@ -198,3 +202,8 @@ def waf_flow_inspector(
 def _key(finding: Finding) -> tuple[object, ...]:
     """What makes two findings of one request the same report."""
     return (finding.id, finding.location, finding.match, finding.direction)
+
+
+def _owes_nothing(request: L7Event) -> bool:
+    """An HTTP/2 request held without a body still to come (its HEADERS ended it, or the body came)."""
+    return request.fields.get("end_stream") is not False or "body" in request.fields
