@@ -154,7 +154,9 @@ class Flow:
     `end_reason` is "" while the flow is live, then one of "idle", "active", "fin", "rst",
     "reused", "end-of-capture", "evicted". `retrans_bytes`, `ooo_segments` and `lost_bytes`
     come from TCP reassembly and are final once the flow has ended; `gaps` and
-    `overlap_conflict` are current at every packet. `inherited_app` and
+    `overlap_conflict` are current at every packet. `holes_skipped` counts the holes that fell
+    inside an HTTP body past its capture (bytes the parser counts unread): those stop nothing,
+    and are not among `gaps`. `inherited_app` and
     `inherited_server_name` are the DPI result of the flow this one continues (after an
     active or idle timeout split), None otherwise.
     """
@@ -179,6 +181,7 @@ class Flow:
         "first_frame",
         "first_ts",
         "gaps",
+        "holes_skipped",
         "icmp_code",
         "icmp_type",
         "inherited_app",
@@ -239,6 +242,7 @@ class Flow:
         self.closed = False  # both FINs acknowledged, or RST: held briefly, then ended
         self.overlap_conflict = False
         self.gaps = 0
+        self.holes_skipped = 0
         self.lost_bytes = 0
         self.retrans_bytes = 0
         self.ooo_segments = 0
@@ -601,13 +605,19 @@ class FlowTable:
         if flags & _SYN_ACK == _SYN_ACK:
             # A SYN-ACK's ACK is where the client's data starts, even if its SYN was not seen.
             reasm[d.other].start_at(pkt.ack)
-        gaps = r.gaps
+        gaps, lost = r.gaps, r.lost_bytes
         data = r.add(pkt.seq, pkt.payload, bool(flags & TCP_SYN), bool(flags & TCP_FIN))
         if r.overlap_conflict:
             flow.overlap_conflict = True
         if r.gap:
-            flow.gaps += r.gaps - gaps
-            dpi.on_gap(d)
+            hole = r.lost_bytes - lost
+            if not dpi.done and 0 < hole <= dpi.skippable(d):
+                # Bytes lost inside a body the parser would not have read: parsing goes on after it.
+                dpi.skip(d, hole)
+                flow.holes_skipped += r.gaps - gaps
+            else:
+                flow.gaps += r.gaps - gaps
+                dpi.on_gap(d)
         if data and not dpi.done:
             if len(data) <= dpi.skippable(d):
                 dpi.skip(d, len(data))  # inside a body the parser no longer keeps: not copied through it

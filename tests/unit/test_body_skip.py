@@ -25,10 +25,11 @@ def _segments(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def _upload(segment: int, out_of_order: bool = False) -> list[Packet]:
+def _upload(segment: int, out_of_order: bool = False, size: int = BODY) -> list[Packet]:
     """A POST with a bulk body in `segment`-byte segments, its answer, then a GET on the same connection."""
     packets = handshake()
-    stream = HEAD + bytes(range(256)) * (BODY // 256) + b"x" * (BODY % 256) + NEXT
+    head = HEAD.replace(str(BODY).encode(), str(size).encode())
+    stream = head + bytes(range(256)) * (size // 256) + b"x" * (size % 256) + NEXT
     pieces = _segments(stream, segment)
     cseq = CISN + 1
     sent = []
@@ -125,3 +126,34 @@ def test_detect_depth_skips_nothing() -> None:
     for pkt in _upload(4000):
         table.add(pkt)
     assert _Counting.skipped == 0
+
+
+@pytest.mark.parametrize(
+    ("lost", "parsed_after", "gaps", "skipped"),
+    [
+        pytest.param("body", True, 0, 1, id="hole-in-the-skipped-body"),
+        pytest.param("head", False, 1, 0, id="hole-in-the-request-head"),
+    ],
+)
+def test_a_hole_inside_a_skipped_body_stops_nothing(lost: str, parsed_after: bool, gaps: int, skipped: int) -> None:
+    """A segment lost for good inside the part of a body the parser counts unread is skipped like
+    the rest of it: the request after the upload is still parsed. A hole anywhere else is a gap."""
+    packets = _upload(7000, size=12 * BODY_CAPTURE)  # more than the reassembly window after the hole
+    data = [i for i, pkt in enumerate(packets) if pkt.payload and pkt.src == A]
+    victim = data[20] if lost == "body" else data[-1]  # past the capture, or the one holding the GET
+    if lost == "head":
+        # drop the segment carrying the GET's head, then send more so the window overflows
+        extra = packets[victim]
+        tail = [tcp(3.0 + i, A, 40000, B, 80, TCP_ACK | TCP_PSH, seq=extra.seq + len(extra.payload) + i * 60000,
+                    ack=SISN + 1, payload=b"y" * 60000) for i in range(6)]  # fmt: skip
+        packets = packets[:victim] + packets[victim + 1 :] + tail
+    else:
+        packets = packets[:victim] + packets[victim + 1 :]
+    table = FlowTable(dpi_factory=lambda ctx: _Counting(ctx))
+    for pkt in packets:
+        table.add(pkt)
+    (flow,) = list(table)
+    assert flow.dpi is not None
+    paths = [e.fields.get("path") for e in flow.dpi.events if e.kind == "request"]
+    assert ("/after" in paths) is parsed_after
+    assert (flow.gaps, flow.holes_skipped) == (gaps, skipped)
