@@ -126,6 +126,9 @@ def enforce(
     jsonl: JsonlOpt = None,
     no_store: NoStoreOpt = False,
     pcap_dir: PcapDirOpt = None,
+    threats: Annotated[
+        bool, typer.Option("--threats/--no-threats", help="run the threat engine on the lab's tap (with drift)")
+    ] = True,
 ) -> None:
     """Enforce a policy inline on a node (root): nftables L3/L4 ruleset, NFQUEUE workers for L7
     decisions, supervisor; SIGHUP or a changed file reloads; stops on Ctrl-C, SIGTERM or --duration."""
@@ -176,7 +179,7 @@ def enforce(
         policy, inv_paths, netns, workers=workers, fail=fail, sinks=sinks, control_dir=where,
         keep_rules=keep_rules, queue_first=queue_first, restart_delay=restart_delay, on_events=show,
         drift_interfaces=drift_interfaces, drift_addresses=drift_addresses, busy_poll=busy_poll_us / 1e6,
-        pcap_dir=pcap_dir if pcap_dir is not None or no_store else default_pcap_dir(db),
+        pcap_dir=pcap_dir if pcap_dir is not None or no_store else default_pcap_dir(db), threats=threats,
     )  # fmt: skip
     stop = threading.Event()
     try:

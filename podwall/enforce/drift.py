@@ -59,8 +59,10 @@ from podwall.enforce.apply import in_netns, run
 from podwall.enforce.plan import MARK_DENY, MARK_MASK
 from podwall.enforce.reset import RawResetter, ResetTarget
 from podwall.enforce.tapfilter import dedupe_filter
+from podwall.enforce.threatwatch import ThreatCut, ThreatWatch
 from podwall.inventory.resolver import Resolver
 from podwall.policy.evaluate import PolicyEngine
+from podwall.policy.model import Policy
 
 __all__ = [
     "UPGRADES",
@@ -320,7 +322,7 @@ class DriftCutter:
         self.resetter = resetter
         self.runner = runner
 
-    def __call__(self, finding: DriftFinding) -> bool:
+    def __call__(self, finding: DriftFinding | ThreatCut) -> bool:
         """Cut the connection; True when the kernel's entry was marked or removed.
 
         The entry is found by its original tuple (the client's view, which the tap has); when that
@@ -395,16 +397,18 @@ def reply_source(listing: str, size: int) -> tuple[bytes, int] | None:
 def run_drift_watch(
     watcher: DriftWatcher,
     tap: Tap,
-    cutter: Callable[[DriftFinding], object] | None,
+    cutter: Callable[[DriftFinding | ThreatCut], object] | None,
     on_events: Callable[[list[Event]], None],
     *,
     stop: threading.Event,
     poll_interval: float = 0.2,
+    threats: Callable[[], ThreatWatch | None] | None = None,
 ) -> None:
     """Watch until `stop` is set: cut the findings that are denies (protect), hand their events on.
 
     Runs in its own thread; `cutter` is called in it (its resets need the node namespace: see
-    The tap is closed on return.
+    `DriftCutter`). `threats` gives the current threat watch, fed the same frames: its blocking
+    findings in protect mode are cut the same way. The tap is closed on return.
     """
     try:
         for batch in tap.batches(poll_interval):
@@ -417,6 +421,12 @@ def run_drift_watch(
                     log.info("cut a drifted connection in %.3fs: %s", time.monotonic() - started, finding.drift.reason)
                 if finding.event is not None:
                     events.append(finding.event)
+            watch = threats() if threats is not None else None  # the current one: a reload swaps it
+            for outcome in watch.feed(batch) if watch is not None else ():
+                if outcome.cut is not None and cutter is not None:
+                    cutter(outcome.cut)
+                    log.info("cut a connection for a threat: %s", outcome.reason)
+                events.append(outcome.event)
             if events:
                 on_events(events)
             if stop.is_set():
@@ -442,8 +452,10 @@ class DriftThread:
         *,
         source: str = "drift",
         cut: bool = True,
+        threats: ThreatWatch | None = None,
     ) -> None:
         self.watcher = DriftWatcher(policy, resolver, source=source)
+        self.threats = threats  # the threat engine reads the same tap
         self._tap = Tap(interfaces, netns, bpf=dedupe_filter(addresses), local_addresses=addresses)
         self._resetter = RawResetter()
         self._cutter = DriftCutter(netns, self._resetter) if cut else None
@@ -455,7 +467,9 @@ class DriftThread:
 
     def _run(self) -> None:
         try:
-            run_drift_watch(self.watcher, self._tap, self._cutter, self._keep, stop=self._stop)
+            run_drift_watch(
+                self.watcher, self._tap, self._cutter, self._keep, stop=self._stop, threats=lambda: self.threats
+            )
         except Exception:  # the watcher must not take the service down; the tap is closed
             log.exception("the drift watcher stopped")
         finally:
@@ -470,8 +484,14 @@ class DriftThread:
             events, self._events = self._events, []
         return events
 
-    def reload(self, policy: PolicyEngine, resolver: Resolver | None = None) -> None:
+    def reload(self, policy: PolicyEngine, resolver: Resolver | None = None, source: Policy | None = None) -> None:
+        """Judge by a new policy (`source`: the policy itself, for the threat settings)."""
         self.watcher.reload(policy, resolver)  # an attribute swap: safe against the running thread
+        if self.threats is not None and source is not None:
+            threats = self.threats
+            # a new watch swapped in whole: the running thread uses one or the other, never half
+            self.threats = ThreatWatch(source, policy, resolver or threats.resolver, source=threats.source,
+                                       limits=threats.limits, pcap_dir=threats.pcap_dir)  # fmt: skip
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -59,6 +59,7 @@ from podwall.enforce.control import STATUS_FILE, inventory_digest, read_quaranti
 from podwall.enforce.drift import DriftThread
 from podwall.enforce.iptables import QueueConfig
 from podwall.enforce.plan import KernelPlan, build_plan
+from podwall.enforce.threatwatch import ThreatWatch
 from podwall.enforce.worker_process import WorkerSpec, worker_main
 from podwall.inventory.loader import load_inventory
 from podwall.inventory.model import Inventory
@@ -156,6 +157,7 @@ class EnforcerService:
         drift_refresh: Callable[[], tuple[Sequence[str], Sequence[str]]] | None = None,
         busy_poll: float = 0.0,
         pcap_dir: Path | None = None,
+        threats: bool = True,
     ) -> None:
         if fail not in ("open", "closed"):
             raise ServiceError(f"fail mode must be open or closed, not {fail!r}")
@@ -165,6 +167,7 @@ class EnforcerService:
             raise ServiceError(f"busy polling must be between 0 and 0.1 seconds, not {busy_poll}")
         self.busy_poll = busy_poll
         self.pcap_dir = pcap_dir
+        self.threats = threats  # the threat engine on the drift watcher's tap (threatwatch.py)
         self.policy_path = Path(policy_path)
         if isinstance(inventory, Inventory):
             self._inventory_paths: list[Path] = []
@@ -523,9 +526,15 @@ class EnforcerService:
 
     def _start_drift(self) -> None:
         if self.drift_interfaces:
+            engine, resolver = self._drift_judge()
+            threats = None
+            if self.threats:
+                assert self.policy is not None
+                threats = ThreatWatch(self.policy, engine, resolver, source=f"threats:{self.netns or 'host'}",
+                                      pcap_dir=self.pcap_dir)  # fmt: skip
             self.drift = DriftThread(
-                self.netns, self.drift_interfaces, self.drift_addresses, *self._drift_judge(),
-                source=f"drift:{self.netns or 'host'}",
+                self.netns, self.drift_interfaces, self.drift_addresses, engine, resolver,
+                source=f"drift:{self.netns or 'host'}", threats=threats,
             )  # fmt: skip
 
     def _refresh_drift(self) -> None:
@@ -544,7 +553,7 @@ class EnforcerService:
                     self._error(f"cannot watch protocol drift on the new interfaces: {exc}")
                 return
         if self.drift is not None:
-            self.drift.reload(*self._drift_judge())
+            self.drift.reload(*self._drift_judge(), source=self.policy)
 
     def _drift_judge(self) -> tuple[PolicyEngine, Resolver]:
         """The engine and identities the drift watcher judges a changed application by."""

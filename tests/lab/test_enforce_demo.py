@@ -578,3 +578,33 @@ def test_protect_waf_cuts_an_sql_injection_before_nginx_sees_it(
         assert event.pcap is not None and Path(event.pcap).parent == e.db.parent / "pcaps", event.pcap
         with CaptureReader(Path(event.pcap)) as reader:
             assert any(b"%27%20OR%20" in frame.data for frame in reader)
+
+
+def test_protect_records_and_cuts_a_threat_seen_on_the_tap(
+    lab: LabState, policies: dict[str, Path], enforce: Callable[..., Enforcing]
+) -> None:
+    """Request smuggling on an allowed HTTP connection to nginx, which no worker looks at after its
+    first payload (the connection is then on the kernel's fast path): the threat engine on the
+    enforcer's tap records it as an enforced threat event, with its pcap."""
+    e = enforce(policies["protect"])
+    ip = resolve_pod(lab, "nginx").ips[0]
+    head = "POST / HTTP/1.1\\r\\nHost: nginx\\r\\nContent-Length: 5\\r\\n"
+    smuggle = head + "Transfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n"
+    plain = "GET / HTTP/1.1\\r\\nHost: nginx\\r\\n\\r\\n"
+
+    def send(payload: str) -> str:
+        argv = [sys.executable, "-c", _CLIENT, ip, "80", payload, "3"]
+        return exec_in_pod(lab, lab.node_netns, argv, timeout=30, capture=True).stdout.strip()
+
+    assert send(plain).startswith("ok HTTP/1.1 200")
+    send(smuggle)
+
+    def smuggled() -> list[Any]:
+        return [x for x in e.events() if x.detection is not None and "smuggling" in x.detection.id]
+
+    events = _until(smuggled)
+    assert events, e.text()
+    event = events[0]
+    assert event.type.value == "threat" and event.detection is not None and event.detection.enforced
+    assert "nginx" in event.server.group and event.server.port == 80
+    assert event.pcap is not None and Path(event.pcap).is_file()

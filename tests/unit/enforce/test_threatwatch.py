@@ -1,0 +1,88 @@
+"""The threat engine on the enforcer's tap: findings become events of the enforcer's schema; in
+protect mode a blocking finding on one TCP connection asks for that connection to be cut, in
+monitor mode it is only recorded; a new policy's threat settings apply after a reload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from podwall.core.events import EventType
+from podwall.datapath.io.pcap import Frame
+from podwall.enforce.drift import DriftCutter
+from podwall.enforce.threatwatch import ThreatWatch
+from podwall.inventory.loader import parse_inventory_text
+from podwall.inventory.resolver import Resolver
+from podwall.lab.synth import TcpConversation
+from podwall.policy.evaluate import PolicyEngine
+from podwall.policy.model import Policy
+from tests.unit.enforce.worker_testkit import INVENTORY, policy_for
+
+SMUGGLE = b"POST /a HTTP/1.1\r\nHost: api\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+PLAIN = b"GET /a HTTP/1.1\r\nHost: api\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _frames(request: bytes) -> list[Frame]:
+    conv = TcpConversation("10.1.0.1", 40000, "10.1.0.5", 8080, 1.0).send(True, request).send(False, OK)
+    return [Frame(i + 1, ts, 1, data, len(data)) for i, (ts, data) in enumerate(conv.frames)]
+
+
+def _watch(policy: Policy, tmp_path: Path | None = None) -> ThreatWatch:
+    resolver = Resolver(parse_inventory_text(INVENTORY, "inv.yaml").inventory)
+    return ThreatWatch(policy, PolicyEngine(policy), resolver, source="threats:test", pcap_dir=tmp_path)
+
+
+@pytest.mark.parametrize(("mode", "cut"), [("protect", True), ("monitor", False)])
+def test_smuggling_on_an_allowed_connection(mode: str, cut: bool, tmp_path: Path) -> None:
+    """Request smuggling (drop by default) is an enforced threat event with a cut in protect mode,
+    a recorded one without in monitor mode; the event points to the packets' pcap."""
+    watch = _watch(policy_for(mode), tmp_path)
+    outcomes = watch.feed(_frames(SMUGGLE))
+    smuggling = [o for o in outcomes if o.event.detection is not None and "smuggl" in o.event.detection.id]
+    assert smuggling, [o.event.detection for o in outcomes]
+    outcome = smuggling[0]
+    assert outcome.event.type is EventType.THREAT and outcome.event.source == "threats:test"
+    assert outcome.event.detection is not None and outcome.event.detection.enforced is cut
+    assert (outcome.cut is not None) is cut
+    assert outcome.event.pcap is not None and Path(outcome.event.pcap).is_file()
+    if outcome.cut is not None:
+        target = outcome.cut.reset_target
+        assert target is not None and (target.client_port, target.server_port) == (40000, 8080)
+
+
+def test_ordinary_traffic_gives_nothing() -> None:
+    """An ordinary request and answer raise no threat."""
+    assert _watch(policy_for("protect")).feed(_frames(PLAIN)) == []
+
+
+def test_reload_applies_the_new_threat_settings() -> None:
+    """After a reload with smuggling set to alert, the same request is recorded, not cut."""
+    watch = _watch(policy_for("protect"))
+    doc = policy_for("protect").model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["spec"]["inspection"] = {"threats": {"http_smuggling": {"action": "alert"}}}
+    relaxed = Policy.model_validate(doc)
+    watch.reload(relaxed, PolicyEngine(relaxed), watch.resolver)
+    outcomes = watch.feed(_frames(SMUGGLE))
+    assert outcomes and all(o.cut is None for o in outcomes)
+
+
+def test_the_drift_cutter_takes_a_threat_cut() -> None:
+    """`DriftCutter` cuts a threat's connection as a drifted one: conntrack re-mark, then resets."""
+    calls: list[list[str]] = []
+    resets: list[object] = []
+
+    class Done:
+        returncode = 0
+        stdout = ""
+
+    def runner(cmd: list[str], _input: object) -> Done:
+        calls.append(cmd)
+        return Done()
+
+    watch = _watch(policy_for("protect"))
+    cut = next(o.cut for o in watch.feed(_frames(SMUGGLE)) if o.cut is not None)
+    assert DriftCutter(None, resets.append, runner)(cut)
+    assert calls[0][:2] == ["conntrack", "-U"] and "10.1.0.1" in calls[0] and "8080" in calls[0]
+    assert len(resets) == 1
