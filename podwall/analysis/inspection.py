@@ -160,13 +160,16 @@ def save_pcaps(findings: Sequence[NamedFinding], directory: Path) -> None:
     The packets hold in clear what the events mask (a DLP match, a password in a query): the
     directory is made private (0700) and each file readable by its owner only (0600)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)  # also when an earlier run made it with looser rights
     for nf in findings:
         if not nf.frames:
             continue
         linktype = nf.frames[0].linktype
         path = directory / f"{_event_id(nf)}.pcap"
+        # Created owner-only before anything is written, so no one can open it in between.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+        os.chmod(path, 0o600)
         with PcapWriter(path, linktype) as writer:
-            os.chmod(path, 0o600)
             for frame in nf.frames:
                 if frame.linktype == linktype:
                     writer.write(frame.ts, frame.data, frame.orig_len)

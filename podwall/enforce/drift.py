@@ -487,9 +487,13 @@ class DriftThread:
     def reload(self, policy: PolicyEngine, resolver: Resolver | None = None, source: Policy | None = None) -> None:
         """Judge by a new policy (`source`: the policy itself, for the threat settings)."""
         self.watcher.reload(policy, resolver)  # an attribute swap: safe against the running thread
-        if self.threats is not None and source is not None:
-            threats = self.threats
-            # a new watch swapped in whole: the running thread uses one or the other, never half
+        threats = self.threats
+        if (
+            threats is not None
+            and source is not None
+            and not threats.judge_by(source, policy, resolver or threats.resolver)
+        ):
+            # New threat settings: a new watch swapped in whole (the thread uses one or the other).
             self.threats = ThreatWatch(source, policy, resolver or threats.resolver, source=threats.source,
                                        limits=threats.limits, pcap_dir=threats.pcap_dir)  # fmt: skip
 

@@ -10,22 +10,28 @@ enforcer's schema, its triggering packets saved as a pcap when a directory is gi
 In protect mode a finding whose action blocks (drop, reset) and that belongs to one TCP
 connection has that connection cut as a drifted one is (`DriftCutter`: connmark deny, resets
 to both ends): after the fact, as a tap sees packets as they pass, so the packets that made
-the finding have reached the server. Findings that belong to no single connection (floods,
-a source's session count) are recorded, not enforced. `ThreatWatch` is pure (frames in,
-outcomes out); the drift thread does the I/O.
+the finding have reached the server. Only the threats of one connection's own bytes or
+handshake cut (`CUTTING`): a flood or a source's session count is found on whichever packet
+crosses the line, often an innocent client's, so those are recorded, not enforced; nor is a
+finding made as its flow ends. Connections that WAF or DLP guard are left to the workers,
+which run the threat engine on them inline (no double report). Frames kept for pcaps are cut
+to `FRAME_SNAP` bytes and the pcaps share the workers' budget (inline_inspect.py).
+`ThreatWatch` is pure but for the pcaps; the drift thread does the I/O.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from podwall.analysis.inspection import attach_findings, finding_event, name_finding, save_pcaps
+from podwall.analysis.inspection import NamedFinding, attach_findings, finding_event, name_finding, save_pcaps
 from podwall.core.events import Event
 from podwall.core.limits import DEFAULT_LIMITS, Limits
-from podwall.core.types import PROTO_TCP, Direction
+from podwall.core.types import PROTO_TCP, Direction, Endpoint
 from podwall.datapath.io.pcap import Frame
+from podwall.enforce.inline_inspect import FRAME_SNAP, PCAP_BUDGET, PCAP_BYTES
 from podwall.enforce.reset import ResetTarget
 from podwall.inspect.pipeline import InspectingEngine
 from podwall.inspect.setup import InspectOptions, Inspectors
@@ -33,7 +39,17 @@ from podwall.inventory.resolver import Resolver
 from podwall.policy.evaluate import PolicyEngine
 from podwall.policy.model import Policy
 
-__all__ = ["ThreatCut", "ThreatOutcome", "ThreatWatch"]
+__all__ = ["CUTTING", "ThreatCut", "ThreatOutcome", "ThreatWatch"]
+
+# Threats found in one TCP connection's own bytes or handshake: the connection to cut is known.
+CUTTING = frozenset(
+    f"threat.{key}"
+    for key in (
+        "syn_with_data", "split_handshake", "no_client_data", "ssh_v1", "tls_heartbleed", "sslv2_cipher_overflow",
+        "ssl_v2_v3", "tls_1_0_1_1", "http_negative_content_length", "http_smuggling", "http_slowloris",
+        "tcp_small_window", "tcp_small_mss", "struts_rce", "sqli",
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,18 +100,27 @@ class ThreatWatch:
         self.pcap_dir = pcap_dir
         self.findings = 0
         self.cuts = 0
-        self._set(policy, engine, resolver)
-
-    def _set(self, policy: Policy, engine: PolicyEngine, resolver: Resolver) -> None:
+        self.pcaps = 0
+        self.pcap_bytes = 0
+        self._minute = (0.0, 0)
+        self.settings = policy.spec.inspection
         # Threats only: WAF and DLP run inline in the workers, on the connections they guard.
         self.inspectors = Inspectors(policy, InspectOptions(waf=False, dlp=False))
-        self.engine = InspectingEngine(self.inspectors.inspection(), self.limits, source=self.source)
-        self.policy = engine
-        self.resolver = resolver
+        self.engine = InspectingEngine(self.inspectors.inspection(), limits, source=source)
+        self.engine.frame_snap = FRAME_SNAP
+        self._judge = (engine, resolver, _guarding(policy))
 
-    def reload(self, policy: Policy, engine: PolicyEngine, resolver: Resolver) -> None:
-        """A new policy: its threat settings from now on (the engine's rate state starts afresh)."""
-        self._set(policy, engine, resolver)
+    @property
+    def resolver(self) -> Resolver:
+        return self._judge[1]
+
+    def judge_by(self, policy: Policy, engine: PolicyEngine, resolver: Resolver) -> bool:
+        """Judge by a new policy and inventory keeping the threat state (rates, timers, flows);
+        False when the policy's threat settings changed: then a new watch is needed."""
+        if policy.spec.inspection != self.settings:
+            return False
+        self._judge = (engine, resolver, _guarding(policy))  # one swap: the thread sees old or new
+        return True
 
     def feed(self, frames: Iterable[Frame]) -> list[ThreatOutcome]:
         """Process a batch of frames; returns the findings it revealed, each once."""
@@ -105,22 +130,26 @@ class ThreatWatch:
         if not engine.findings:
             return []
         captured, engine.findings = engine.findings, []
+        policy, resolver, guarding = self._judge
         outcomes: list[ThreatOutcome] = []
         for c in captured:
-            named = name_finding(c, self.resolver, self.source)
-            kept = attach_findings([named], self.inspectors, self.policy)
+            named = name_finding(c, resolver, self.source)
+            if guarding and _guarded(guarding, policy, named.client, named.server) and c.flow is not None:
+                continue  # the workers inspect this connection inline, threats included
+            kept = attach_findings([named], self.inspectors, policy)
             if not kept:
                 continue
-            nf = kept[0]
-            if self.pcap_dir is not None:
-                try:
-                    save_pcaps([nf], self.pcap_dir)
-                except OSError:
-                    nf = replace(nf, pcap=None)
+            nf = self._pcap(kept[0])
             cut = None
             flow = c.flow
-            if nf.finding.action.blocks and flow is not None and flow.proto == PROTO_TCP:
-                policy = self.policy
+            finding = nf.finding
+            if (
+                finding.action.blocks
+                and finding.id in CUTTING
+                and flow is not None
+                and flow.proto == PROTO_TCP
+                and not flow.end_reason
+            ):
                 mode, _ = policy.effective_mode(policy.group_of_mode(nf.client), policy.group_of_mode(nf.server))
                 if mode == "protect":
                     ends: list[int] = flow._seq_end  # as drift.py reads them: where each direction stopped
@@ -134,3 +163,38 @@ class ThreatWatch:
             reason = f"{nf.finding.name}: {nf.finding.message}"
             outcomes.append(ThreatOutcome(finding_event(nf, enforced=cut is not None), cut, reason))
         return outcomes
+
+    def _pcap(self, nf: NamedFinding) -> NamedFinding:
+        """The finding with its pcap written, within the workers' budget (else without one)."""
+        if self.pcap_dir is None or not nf.frames:
+            return nf
+        now = time.monotonic()
+        start, written = self._minute
+        if now - start >= 60.0:
+            start, written = now, 0
+        if written >= PCAP_BUDGET or self.pcap_bytes >= PCAP_BYTES:
+            return nf
+        try:
+            save_pcaps([nf], self.pcap_dir)
+        except OSError:
+            return replace(nf, pcap=None)
+        self._minute = (start, written + 1)
+        self.pcaps += 1
+        self.pcap_bytes += sum(len(frame.data) for frame in nf.frames)
+        return nf
+
+
+def _guarding(policy: Policy) -> tuple[frozenset[str], frozenset[str]]:
+    """The groups whose connections the workers inspect inline: (DLP on: either end, WAF on: server)."""
+    dlp = frozenset(g.name for g in policy.spec.groups if g.dlp is not None and g.dlp.status)
+    waf = frozenset(g.name for g in policy.spec.groups if g.waf is not None and g.waf.status)
+    return dlp, waf
+
+
+def _guarded(guarding: tuple[frozenset[str], frozenset[str]], engine: PolicyEngine, client: Endpoint,
+             server: Endpoint) -> bool:  # fmt: skip
+    dlp, waf = guarding
+    if not dlp and not waf:
+        return False
+    cg, sg = set(engine.member_groups(client)), set(engine.member_groups(server))
+    return bool(cg & dlp or sg & dlp or sg & waf)

@@ -257,6 +257,7 @@ class InspectingEngine:
         self.packets = 0
         self.findings: list[CapturedFinding] = []
         self._forensics: dict[int, Forensics] = {}  # id(flow) -> its frames, while the flow lives
+        self.frame_snap: int | None = None  # bytes of each frame kept for pcaps (None: whole)
         self._frame: Frame | None = None
 
     def _session(self, ctx: DetectContext) -> DpiSessionLike:
@@ -285,7 +286,11 @@ class InspectingEngine:
             forensics = self._forensics.get(id(flow))
             if forensics is None:
                 forensics = self._forensics[id(flow)] = Forensics()
-            forensics.add(frame)
+            snap = self.frame_snap
+            if snap is not None and len(frame.data) > snap:
+                forensics.add(Frame(frame.number, frame.ts, frame.linktype, bytes(frame.data[:snap]), frame.orig_len))
+            else:
+                forensics.add(frame)
         threats = self.inspection.threats
         if threats is not None:
             self._captured(threats.on_packet(pkt, flow, table.last_direction), flow, forensics)

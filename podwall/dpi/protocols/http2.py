@@ -581,7 +581,8 @@ class Http2Parser:
         connection's budget is spent: reported as they stand, oldest first (marked truncated),
         so that holding bodies open cannot keep a later request's body from being captured."""
         capture = current.request
-        need = min(n, capture.cap - len(capture.body))
+        # a compressed message may inflate to the whole cap: its wire size says nothing of that
+        need = capture.cap - len(capture.body) if capture.codec else min(n, capture.cap - len(capture.body))
         budget = self._budgets[0]
         if need <= 0 or capture.taken or budget.limit - budget.held >= need:
             return

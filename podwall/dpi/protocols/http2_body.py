@@ -159,6 +159,7 @@ class BodyCapture:
                 self._keep(out, 0, len(out))
             if self.inflater.unconsumed_tail:  # more output than room: the rest is not kept
                 self.truncated = True
+                self.over_budget = self.over_budget or len(self.body) < self.cap
                 self.inflater = None
                 return
             if not self.inflater.eof:

@@ -200,8 +200,9 @@ def waf_flow_inspector(
 
 
 def _key(finding: Finding) -> tuple[object, ...]:
-    """What makes two findings of one request the same report."""
-    return (finding.id, finding.location, finding.match, finding.direction)
+    """What makes two findings of one request the same report: the action too, since a finding
+    reported as an alert on a request's head may block once its body adds to the score."""
+    return (finding.id, finding.location, finding.match, finding.direction, finding.action)
 
 
 def _owes_nothing(request: L7Event) -> bool:

@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from urllib.parse import unquote, unquote_plus
 
 from podwall.inspect.waf.http_request import HttpRequest
@@ -263,10 +264,11 @@ def request_targets(req: HttpRequest) -> list[Target]:
     for segment in req.path.split("/"):
         if segment:
             out.append(Target("REQUEST_FILENAME", segment, plus_is_space=False))
-    for source in (_args(req.query), _body_targets(req), _header_targets(req)):
+    sources = [_args(req.query), _body_targets(req), _header_targets(req)]
+    for i, source in enumerate(sources):
         for target in source:
             if len(out) >= MAX_TARGETS - 1:
-                out.append(_overflow(target, source))
+                out.append(_overflow(target, chain(source, *sources[i + 1 :])))
                 return out
             if target.value:
                 out.append(target)

@@ -483,3 +483,18 @@ def test_held_bodies_cannot_keep_a_later_request_from_being_captured() -> None:
     events = parser.feed(C2S, _post(99, enc) + hh.data(99, attack, end=True))
     body = [e.fields for e in events if e.kind == "request_body" and e.fields["stream_id"] == 99]
     assert body and body[0]["body"] == attack and not body[0]["body_over_budget"]
+
+
+def test_room_is_made_for_what_a_compressed_message_inflates_to() -> None:
+    """A small gzip message that inflates to most of the cap gets that room from the older held
+    bodies, not just its few wire bytes' worth: the end of it, where an attack would sit, is kept."""
+    enc = Encoder()
+    parser = Http2Parser(APP_GRPC, SMALL)
+    head = [*hh.request_headers("/pkg.Users/Find", GRPC), ("te", "trailers"), ("grpc-encoding", "gzip")]
+    parser.feed(C2S, hh.client_start())
+    for sid in range(1, 2 * BUDGET_BODIES, 2):  # each holds 500 bytes: the budget is all but spent
+        parser.feed(C2S, hh.headers(enc, sid, head) + hh.data(sid, hh.grpc_message(b"p" * 500)))
+    inflated = b"f" * 480 + b"' OR 1=1--"
+    events = parser.feed(C2S, hh.headers(enc, 99, head) + hh.data(99, _compressed(inflated, "gzip"), end=True))
+    body = [e.fields for e in events if e.kind == "request_body" and e.fields["stream_id"] == 99]
+    assert body and body[0]["body"] == inflated and not body[0]["body_over_budget"]

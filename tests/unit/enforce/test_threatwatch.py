@@ -57,15 +57,44 @@ def test_ordinary_traffic_gives_nothing() -> None:
     assert _watch(policy_for("protect")).feed(_frames(PLAIN)) == []
 
 
-def test_reload_applies_the_new_threat_settings() -> None:
-    """After a reload with smuggling set to alert, the same request is recorded, not cut."""
+def _with(mode: str, inspection: dict[str, object] | None = None, waf_on_api: bool = False) -> Policy:
+    doc = policy_for(mode).model_dump(mode="json", by_alias=True, exclude_none=True)
+    if inspection is not None:
+        doc["spec"]["inspection"] = inspection
+    if waf_on_api:
+        api = next(g for g in doc["spec"]["groups"] if g["name"] == "nv.api.shop")
+        api["waf"] = {"status": True, "settings": [{"name": "crs", "action": "deny"}]}
+    return Policy.model_validate(doc)
+
+
+def test_new_threat_settings_need_a_new_watch_and_others_keep_the_state() -> None:
+    """A policy with the same threat settings is taken in place (state kept); new settings are
+    refused, and a watch built on them records smuggling set to alert without a cut."""
     watch = _watch(policy_for("protect"))
-    doc = policy_for("protect").model_dump(mode="json", by_alias=True, exclude_none=True)
-    doc["spec"]["inspection"] = {"threats": {"http_smuggling": {"action": "alert"}}}
-    relaxed = Policy.model_validate(doc)
-    watch.reload(relaxed, PolicyEngine(relaxed), watch.resolver)
-    outcomes = watch.feed(_frames(SMUGGLE))
+    same = _with("protect")
+    assert watch.judge_by(same, PolicyEngine(same), watch.resolver)
+    relaxed = _with("protect", {"threats": {"http_smuggling": {"action": "alert"}}})
+    assert not watch.judge_by(relaxed, PolicyEngine(relaxed), watch.resolver)
+    outcomes = _watch(relaxed).feed(_frames(SMUGGLE))
     assert outcomes and all(o.cut is None for o in outcomes)
+
+
+def test_a_flood_is_recorded_but_cuts_no_one() -> None:
+    """A SYN flood is found on whichever SYN crosses the threshold, often an innocent client's:
+    recorded, never a cut."""
+    watch = _watch(_with("protect", {"threats": {"syn_flood": {"threshold": 3, "window": 1.0}}}))
+    frames: list[Frame] = []
+    for port in range(41000, 41012):
+        conv = TcpConversation("10.1.0.1", port, "10.1.0.5", 8080, 1.0 + (port - 41000) * 0.001)
+        frames += [Frame(len(frames) + 1, ts, 1, data, len(data)) for ts, data in conv.frames[:1]]  # SYN only
+    outcomes = watch.feed(frames)
+    floods = [o for o in outcomes if o.event.detection is not None and o.event.detection.id == "threat.syn_flood"]
+    assert floods and all(o.cut is None and not o.event.detection.enforced for o in floods if o.event.detection)
+
+
+def test_connections_the_workers_inspect_are_left_to_them() -> None:
+    """With WAF on the server's group the workers run the threats inline: the tap reports nothing twice."""
+    assert _watch(_with("protect", waf_on_api=True)).feed(_frames(SMUGGLE)) == []
 
 
 def test_the_drift_cutter_takes_a_threat_cut() -> None:

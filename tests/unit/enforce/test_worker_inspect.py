@@ -139,3 +139,14 @@ def test_pcaps_stay_within_the_budget_and_events_survive_a_full_disk(
     _, events, _ = _run("protect", inspectors["protect"], SQLI, inline=inline)
     waf = [e for e in events if e.type is EventType.WAF]
     assert waf and not any(e.pcap for e in waf) and inline.pcaps_written == 0
+
+
+def test_an_existing_pcap_directory_is_made_private(inspectors: dict[str, Inspectors], tmp_path: Path) -> None:
+    """A pcap directory made with looser rights (an earlier version, by hand) becomes 0700 when pcaps go in."""
+    loose = tmp_path / "pcaps"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    inline = InlineInspection(inspectors["protect"], pcap_dir=loose)
+    _, events, _ = _run("protect", inspectors["protect"], SQLI, inline=inline)
+    assert any(e.pcap for e in events)
+    assert loose.stat().st_mode & 0o777 == 0o700

@@ -13,7 +13,7 @@ from podwall.datapath.io.pcap import Frame
 from podwall.dpi.base import L7Event
 from podwall.dpi.protocols.http2 import Http2Parser
 from podwall.dpi.protocols.http2_frames import APP_GRPC, APP_HTTP2
-from podwall.inspect.findings import Finding
+from podwall.inspect.findings import Action, Finding
 from podwall.inspect.pipeline import CapturedFinding, InspectingEngine, Inspection
 from podwall.inspect.waf.crs import DEFAULT_RULES_DIR
 from podwall.inspect.waf.engine import WafEngine
@@ -335,3 +335,32 @@ def test_many_small_fields_do_not_hide_one_past_the_target_limit(engine: WafEngi
     headers = (("Host", "h"), ("Content-Type", "application/x-protobuf"), ("Content-Length", str(len(body))))
     result = engine.inspect(HttpTransaction(HttpRequest("POST", "/x", "1.1", headers, body)))
     assert result.blocked and "sqli" in result.categories()
+
+
+@needs_crs
+def test_a_value_that_blocks_only_with_the_body_is_reported_again_as_a_block() -> None:
+    """With a threshold the URL alone does not reach, the same value in the body raises the score
+    past it: inline, the findings are reported again with the blocking action (offline blocks too)."""
+    from urllib.parse import quote
+
+    engine = WafEngine(paranoia=1, threshold=10)
+    q = quote("../", safe="")
+    client, server = _h2_post(APP_HTTP2, FORM, ("q=" + q).encode(), "/search?q=" + q)
+    for immediate in (True, False):
+        inspector = WafFlowInspector(engine, immediate=immediate)
+        events = _events(APP_HTTP2, [(C2S, client), (S2C, server)])
+        found = [f for e in events for f in inspector.on_event(e)] + inspector.finish()
+        assert any(f.action is Action.DENY for f in found), (immediate, [(f.id, f.action) for f in found])
+
+
+@needs_crs
+def test_padding_the_query_does_not_hide_the_body(engine: WafEngine) -> None:
+    """512 query arguments, then a protobuf body with an SQLi: the values past the limit (the
+    body's among them) are still inspected."""
+    from podwall.inspect.waf.http_request import HttpRequest, HttpTransaction
+
+    query = "&".join(f"a{i}=1" for i in range(512))
+    body = user_query("bob", SQLI)
+    headers = (("Host", "h"), ("Content-Type", "application/x-protobuf"), ("Content-Length", str(len(body))))
+    result = engine.inspect(HttpTransaction(HttpRequest("POST", f"/x?{query}", "1.1", headers, body)))
+    assert "sqli" in result.categories()
