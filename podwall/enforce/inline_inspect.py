@@ -35,13 +35,46 @@ from podwall.inspect.pipeline import Forensics, InspectedSession, InspectingFlow
 from podwall.inspect.setup import Inspectors
 from podwall.policy.evaluate import PolicyEngine
 
-__all__ = ["FRAME_SNAP", "PCAP_BUDGET", "PCAP_BYTES", "InlineInspection"]
+__all__ = ["FRAME_SNAP", "PCAP_BUDGET", "PCAP_BYTES", "InlineInspection", "PcapBudget"]
 
 log = logging.getLogger(__name__)
 
 FRAME_SNAP = 4096  # bytes of each queued packet kept for a finding's pcap
 PCAP_BUDGET = 120  # finding pcaps written per worker and minute
 PCAP_BYTES = 1 << 30  # packet bytes a worker writes to finding pcaps in its lifetime
+
+
+class PcapBudget:
+    """Writes findings' pcaps into a directory within a budget: `PCAP_BUDGET` files a minute and
+    `PCAP_BYTES` of packets in all (per worker, and for the tap's threat watch)."""
+
+    def __init__(self, directory: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.directory = directory
+        self.written = 0
+        self.skipped = 0
+        self.bytes = 0
+        self._clock = clock
+        self.minute = (clock(), 0)  # (start of the current budget minute, pcaps written in it)
+
+    def save(self, findings: list[NamedFinding]) -> None:
+        """Write the pcaps of as many findings as the budget allows (the others keep none); a
+        directory that cannot be written is logged, the findings stay."""
+        now = self._clock()
+        start, count = self.minute
+        if now - start >= 60.0:
+            start, count = now, 0
+        room = max(0, PCAP_BUDGET - count) if self.bytes < PCAP_BYTES else 0
+        framed = [nf for nf in findings if nf.frames]
+        chosen = framed[:room]
+        self.skipped += len(framed) - len(chosen)
+        try:
+            save_pcaps(chosen, self.directory)
+        except OSError as exc:
+            log.warning("cannot write finding pcaps to %s: %s", self.directory, exc)
+            chosen = [nf for nf in chosen if nf.pcap is not None]
+        self.written += len(chosen)
+        self.bytes += sum(len(frame.data) for nf in chosen for frame in nf.frames)
+        self.minute = (start, count + len(chosen))
 
 
 class InlineInspection:
@@ -58,12 +91,7 @@ class InlineInspection:
         self.inspectors = inspectors
         self.limits = limits
         self.source = source
-        self.pcap_dir = pcap_dir
-        self.pcaps_written = 0
-        self.pcaps_skipped = 0
-        self.pcap_bytes = 0
-        self._clock = clock
-        self._minute = (clock(), 0)  # (start of the current budget minute, pcaps written in it)
+        self.pcaps = PcapBudget(pcap_dir, clock) if pcap_dir is not None else None
         self._inspection = inspectors.inspection()
 
     def flow_table(self) -> FlowTable:
@@ -110,21 +138,5 @@ class InlineInspection:
         return cut, [finding_event(nf, enforced=cut and nf.finding.action.blocks) for nf in kept]
 
     def _save(self, findings: list[NamedFinding]) -> None:
-        """Write the findings' pcaps within the minute's budget; a failure is logged, the events stay."""
-        if self.pcap_dir is None or not findings:
-            return
-        now = self._clock()
-        start, written = self._minute
-        if now - start >= 60.0:
-            start, written = now, 0
-        room = max(0, PCAP_BUDGET - written) if self.pcap_bytes < PCAP_BYTES else 0
-        chosen = [nf for nf in findings if nf.frames][:room]
-        self.pcaps_skipped += sum(1 for nf in findings if nf.frames) - len(chosen)
-        try:
-            save_pcaps(chosen, self.pcap_dir)
-        except OSError as exc:
-            log.warning("cannot write finding pcaps to %s: %s", self.pcap_dir, exc)
-            chosen = [nf for nf in chosen if nf.pcap is not None]
-        self.pcaps_written += len(chosen)
-        self.pcap_bytes += sum(len(frame.data) for nf in chosen for frame in nf.frames)
-        self._minute = (start, written + len(chosen))
+        if self.pcaps is not None and findings:
+            self.pcaps.save(findings)

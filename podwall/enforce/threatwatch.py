@@ -21,17 +21,16 @@ to `FRAME_SNAP` bytes and the pcaps share the workers' budget (inline_inspect.py
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from podwall.analysis.inspection import NamedFinding, attach_findings, finding_event, name_finding, save_pcaps
+from podwall.analysis.inspection import attach_findings, finding_event, name_finding
 from podwall.core.events import Event
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction, Endpoint
 from podwall.datapath.io.pcap import Frame
-from podwall.enforce.inline_inspect import FRAME_SNAP, PCAP_BUDGET, PCAP_BYTES
+from podwall.enforce.inline_inspect import FRAME_SNAP, PcapBudget
 from podwall.enforce.reset import ResetTarget
 from podwall.inspect.pipeline import InspectingEngine
 from podwall.inspect.setup import InspectOptions, Inspectors
@@ -98,11 +97,9 @@ class ThreatWatch:
         self.source = source
         self.limits = limits
         self.pcap_dir = pcap_dir
+        self.pcaps = PcapBudget(pcap_dir) if pcap_dir is not None else None
         self.findings = 0
         self.cuts = 0
-        self.pcaps = 0
-        self.pcap_bytes = 0
-        self._minute = (0.0, 0)
         self.settings = policy.spec.inspection
         # Threats only: WAF and DLP run inline in the workers, on the connections they guard.
         self.inspectors = Inspectors(policy, InspectOptions(waf=False, dlp=False))
@@ -139,7 +136,9 @@ class ThreatWatch:
             kept = attach_findings([named], self.inspectors, policy)
             if not kept:
                 continue
-            nf = self._pcap(kept[0])
+            nf = kept[0]
+            if self.pcaps is not None:
+                self.pcaps.save([nf])
             cut = None
             flow = c.flow
             finding = nf.finding
@@ -163,25 +162,6 @@ class ThreatWatch:
             reason = f"{nf.finding.name}: {nf.finding.message}"
             outcomes.append(ThreatOutcome(finding_event(nf, enforced=cut is not None), cut, reason))
         return outcomes
-
-    def _pcap(self, nf: NamedFinding) -> NamedFinding:
-        """The finding with its pcap written, within the workers' budget (else without one)."""
-        if self.pcap_dir is None or not nf.frames:
-            return nf
-        now = time.monotonic()
-        start, written = self._minute
-        if now - start >= 60.0:
-            start, written = now, 0
-        if written >= PCAP_BUDGET or self.pcap_bytes >= PCAP_BYTES:
-            return nf
-        try:
-            save_pcaps([nf], self.pcap_dir)
-        except OSError:
-            return replace(nf, pcap=None)
-        self._minute = (start, written + 1)
-        self.pcaps += 1
-        self.pcap_bytes += sum(len(frame.data) for frame in nf.frames)
-        return nf
 
 
 def _guarding(policy: Policy) -> tuple[frozenset[str], frozenset[str]]:

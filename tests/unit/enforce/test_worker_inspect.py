@@ -116,7 +116,8 @@ def test_findings_leave_a_pcap_with_the_triggering_packet(inspectors: dict[str, 
             payloads = [frame.data for frame in reader]
         assert payloads and all(data[9] == 6 for data in payloads)  # IPv4 TCP, the guarded connection's packets
         assert any(SQLI in data for data in payloads), "the injection's packet is in the pcap"
-    assert inline.pcaps_written == len({e.pcap for e in waf}) and inline.pcap_bytes > 0
+    assert inline.pcaps is not None
+    assert inline.pcaps.written == len({e.pcap for e in waf}) and inline.pcaps.bytes > 0
     # The packets hold what the events mask: private directory, owner-only files.
     assert (tmp_path / "pcaps").stat().st_mode & 0o777 == 0o700
     assert all(Path(str(e.pcap)).stat().st_mode & 0o777 == 0o600 for e in waf)
@@ -129,16 +130,18 @@ def test_pcaps_stay_within_the_budget_and_events_survive_a_full_disk(
     directory loses the pcaps but not the events."""
     ticks = iter([0.0] * 4 + [61.0] * 100)
     inline = InlineInspection(inspectors["protect"], pcap_dir=tmp_path / "p", clock=lambda: next(ticks))
-    inline._minute = (0.0, PCAP_BUDGET)  # the minute's budget is spent
+    assert inline.pcaps is not None
+    inline.pcaps.minute = (0.0, PCAP_BUDGET)  # the minute's budget is spent
     _, events, _ = _run("protect", inspectors["protect"], SQLI, inline=inline)
     waf = [e for e in events if e.type is EventType.WAF]
-    assert waf and not any(e.pcap for e in waf) and inline.pcaps_skipped == len(waf)
+    assert waf and not any(e.pcap for e in waf) and inline.pcaps.skipped == len(waf)
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     inline = InlineInspection(inspectors["protect"], pcap_dir=blocked / "pcaps")
     _, events, _ = _run("protect", inspectors["protect"], SQLI, inline=inline)
     waf = [e for e in events if e.type is EventType.WAF]
-    assert waf and not any(e.pcap for e in waf) and inline.pcaps_written == 0
+    assert inline.pcaps is not None
+    assert waf and not any(e.pcap for e in waf) and inline.pcaps.written == 0
 
 
 def test_an_existing_pcap_directory_is_made_private(inspectors: dict[str, Inspectors], tmp_path: Path) -> None:
