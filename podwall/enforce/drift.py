@@ -422,7 +422,13 @@ def run_drift_watch(
                 if finding.event is not None:
                     events.append(finding.event)
             watch = threats() if threats is not None else None  # the current one: a reload swaps it
-            for outcome in watch.feed(batch) if watch is not None else ():
+            outcomes = []
+            if watch is not None:
+                try:
+                    outcomes = watch.feed(batch)
+                except Exception:  # a threat-engine bug must not stop the drift watch: this batch is lost to it
+                    log.exception("the threat engine failed on a batch of %d frame(s)", len(batch))
+            for outcome in outcomes:
                 if outcome.cut is not None and cutter is not None:
                     cutter(outcome.cut)
                     log.info("cut a connection for a threat: %s", outcome.reason)

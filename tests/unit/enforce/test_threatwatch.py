@@ -115,3 +115,40 @@ def test_the_drift_cutter_takes_a_threat_cut() -> None:
     assert DriftCutter(None, resets.append, runner)(cut)
     assert calls[0][:2] == ["conntrack", "-U"] and "10.1.0.1" in calls[0] and "8080" in calls[0]
     assert len(resets) == 1
+
+
+def test_a_failing_threat_engine_does_not_stop_the_drift_watch() -> None:
+    """A batch the threat engine fails on is logged and lost to it; the loop goes on with the next."""
+    import threading
+    from collections.abc import Iterator
+    from typing import Any
+
+    from podwall.enforce.drift import DriftWatcher, run_drift_watch
+
+    policy = policy_for("protect")
+    real = _watch(policy)
+    stop = threading.Event()
+
+    class Tap:
+        closed = False
+
+        def batches(self, timeout: float = 0.5) -> Iterator[list[Frame]]:
+            yield _frames(SMUGGLE)
+            stop.set()
+            yield _frames(SMUGGLE)
+
+        def close(self) -> None:
+            self.closed = True
+
+    class Failing:
+        def feed(self, frames: object) -> list[object]:
+            raise RuntimeError("a bug")
+
+    watches: list[Any] = [Failing(), real]
+    got: list[Any] = []
+    tap = Tap()
+    run_drift_watch(
+        DriftWatcher(PolicyEngine(policy), real.resolver), tap, None, got.extend, stop=stop,
+        threats=lambda: watches.pop(0),
+    )  # fmt: skip
+    assert tap.closed and any(e.detection is not None and "smuggling" in e.detection.id for e in got)
