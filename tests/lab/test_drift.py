@@ -9,14 +9,9 @@ is removed at the end (ruleset, lab, temp dir).
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
-import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -32,24 +27,16 @@ from podwall.enforce.reset import RawResetter
 from podwall.enforce.worker import Worker, WorkerConfig
 from podwall.inventory.loader import load_inventory
 from podwall.inventory.resolver import Resolver
-from podwall.lab.cluster import exec_in_pod, lab_down, lab_up, resolve_pod
-from podwall.lab.spec import parse_lab
+from podwall.lab.cluster import exec_in_pod, resolve_pod
 from podwall.lab.state import LabState
 from podwall.policy.evaluate import PolicyEngine
 from podwall.policy.model import Policy
+from tests.labkit import needs_root, running_lab
 
 PROGRAMS = ("ip", "nft", "iptables-restore", "ip6tables-restore", "conntrack", "redis-server")
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "the drift lab test needs root (network namespaces, nftables, NFQUEUE, AF_PACKET)"
-    missing = [p for p in PROGRAMS if not shutil.which(p)]
-    return f"missing programs: {', '.join(missing)}" if missing else None
-
-
-_SKIP = _skip_reason()
-pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+pytestmark = needs_root("the drift lab test (network namespaces, nftables, NFQUEUE, AF_PACKET)", PROGRAMS)
 
 LAB = """
 apiVersion: podwall.io/v1
@@ -111,14 +98,8 @@ def _policy() -> Policy:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabState]:
-    root = Path(tempfile.mkdtemp(prefix="podwall-drift-"))
-    root.chmod(0o711)
-    name = "dr" + secrets.token_hex(3)
-    try:
-        yield lab_up(parse_lab(LAB.replace("NAME", name), "drift.yaml"), root)
-    finally:
-        lab_down(name, root)
-        shutil.rmtree(root, ignore_errors=True)
+    with running_lab(lambda name: LAB.replace("NAME", name), "dr", "podwall-drift-") as state:
+        yield state
 
 
 @pytest.fixture

@@ -44,21 +44,14 @@ from podwall.lab.spec import PodSpec, parse_lab
 from podwall.lab.state import LabState
 from podwall.policy.formats.podwall_yaml import parse_policy
 from podwall.store.events import EventStore
+from tests.labkit import needs_root
 
 DEMO = Path(__file__).resolve().parents[2] / "podwall" / "lab" / "demo.yaml"
 PROGRAMS = ("ip", "nft", "iptables-restore", "ip6tables-restore", "conntrack", "redis-server", "redis-cli",
             "nginx", "dnsmasq", "curl")  # fmt: skip
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "the enforce demo tests need root (network namespaces, nftables, NFQUEUE)"
-    missing = [p for p in PROGRAMS if not shutil.which(p)]
-    return f"missing programs: {', '.join(missing)} (./dev setup installs them)" if missing else None
-
-
-_SKIP = _skip_reason()
-pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+pytestmark = needs_root("the enforce demo tests (network namespaces, nftables, NFQUEUE)", PROGRAMS)
 
 PODWALL = [sys.executable, "-m", "podwall.cli.main"]
 

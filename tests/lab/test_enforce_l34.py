@@ -7,15 +7,10 @@ service as servers, `client` allowed to both, `intruder` allowed nothing, protec
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,21 +20,15 @@ from podwall.enforce.iptables import QueueConfig
 from podwall.enforce.plan import build_plan
 from podwall.inventory.loader import load_inventory
 from podwall.inventory.model import Inventory
-from podwall.lab.cluster import exec_in_pod, lab_down, lab_up, pod_command, resolve_pod
-from podwall.lab.spec import parse_lab
+from podwall.lab.cluster import exec_in_pod, pod_command, resolve_pod
 from podwall.lab.state import LabState
 from podwall.policy.model import Policy
+from tests.labkit import needs_root, running_lab
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "the enforcer lab tests need root (network namespaces, nftables)"
-    missing = [p for p in ("ip", "nft", "iptables-restore", "ip6tables-restore", "redis-server") if not shutil.which(p)]
-    return f"missing programs: {', '.join(missing)}" if missing else None
-
-
-_SKIP = _skip_reason()
-pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+pytestmark = needs_root(
+    "the enforcer lab tests (network namespaces, nftables)",
+    ("ip", "nft", "iptables-restore", "ip6tables-restore", "redis-server"),
+)
 
 SPEC = """\
 apiVersion: podwall.io/v1
@@ -76,16 +65,8 @@ def _policy(*extra: dict[str, Any]) -> Policy:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabState]:
-    root = Path(tempfile.mkdtemp(prefix="podwall-enforce-test-"))
-    root.chmod(0o711)
-    name = "e" + secrets.token_hex(4)
-    try:
-        yield lab_up(parse_lab(SPEC.format(name=name), "lab.yaml"), root)
-    finally:
-        try:
-            lab_down(name, root)  # the node namespace takes the table and chains with it
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    with running_lab(lambda name: SPEC.format(name=name), "e", "podwall-enforce-test-") as state:
+        yield state
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,8 @@ tested in test_enforce_demo.py.)"""
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,21 +14,13 @@ import pytest
 import yaml
 
 from podwall.lab import netlink
-from podwall.lab.cluster import ETC_NETNS, LabError, exec_in_pod, lab_down, lab_up
+from podwall.lab.cluster import ETC_NETNS, LabError, exec_in_pod, lab_down
 from podwall.lab.scale import lab_add_pod, lab_remove_pod
-from podwall.lab.spec import PodSpec, parse_lab
+from podwall.lab.spec import PodSpec
 from podwall.lab.state import LabState, load_state
+from tests.labkit import needs_root, running_lab
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "the lab tests need root (network namespaces)"
-    missing = [p for p in ("ip", "nft") if shutil.which(p) is None]
-    return f"missing programs: {', '.join(missing)}" if missing else None
-
-
-_SKIP = _skip_reason()
-pytestmark = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+pytestmark = needs_root("the lab tests (network namespaces)", ("ip", "nft"))
 
 SPEC = """\
 apiVersion: podwall.io/v1
@@ -59,14 +47,8 @@ for _ in range(int(sys.argv[2])):
 
 @pytest.fixture()
 def lab() -> Iterator[LabState]:
-    root = Path(tempfile.mkdtemp(prefix="podwall-scale-"))
-    root.chmod(0o711)
-    name = "s" + secrets.token_hex(4)
-    try:
-        yield lab_up(parse_lab(SPEC.format(name=name), "scale.yaml"), root)
-    finally:
-        lab_down(name, root)
-        shutil.rmtree(root, ignore_errors=True)
+    with running_lab(lambda name: SPEC.format(name=name), "s", "podwall-scale-") as state:
+        yield state
 
 
 def _inventory_pods(lab: LabState) -> dict[str, list[str]]:

@@ -17,7 +17,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -35,12 +34,12 @@ from podwall.enforce.monitor import Monitor, MonitorStats, monitor_lab
 from podwall.enforce.tapbypass import TapBypass
 from podwall.inventory.loader import load_inventory
 from podwall.inventory.resolver import Resolver
-from podwall.lab.cluster import exec_in_pod, lab_down, lab_up
-from podwall.lab.spec import parse_lab
+from podwall.lab.cluster import exec_in_pod
 from podwall.lab.state import LabState
 from podwall.policy.formats.podwall_yaml import parse_policy
 from podwall.store.events import EventStore
 from podwall.store.sinks import JsonlSink
+from tests.labkit import running_lab
 
 DEMO = Path(__file__).resolve().parents[2] / "podwall" / "demo"
 
@@ -239,14 +238,8 @@ def lab() -> Iterator[LabState]:
     skip = _netns_usable()
     if skip is not None:
         pytest.skip(skip)
-    root = Path(tempfile.mkdtemp(prefix="podwall-monitor-test-"))
-    root.chmod(0o711)
-    name = "m" + secrets.token_hex(4)
-    try:
-        yield lab_up(parse_lab(LAB.format(name=name), "lab.yaml"), root)
-    finally:
-        lab_down(name, root)
-        shutil.rmtree(root, ignore_errors=True)
+    with running_lab(lambda name: LAB.format(name=name), "m", "podwall-monitor-test-") as state:
+        yield state
 
 
 def test_monitor_records_each_violation_once_and_lets_traffic_pass(lab: LabState, tmp_path: Path) -> None:
