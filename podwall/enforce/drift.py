@@ -59,7 +59,7 @@ from podwall.enforce.apply import in_netns, run
 from podwall.enforce.plan import MARK_DENY, MARK_MASK
 from podwall.enforce.reset import RawResetter, ResetTarget
 from podwall.enforce.tapfilter import dedupe_filter
-from podwall.enforce.threatwatch import ThreatCut, ThreatWatch
+from podwall.enforce.threatwatch import CutTarget, ThreatWatch
 from podwall.inventory.resolver import Resolver
 from podwall.policy.evaluate import PolicyEngine
 from podwall.policy.model import Policy
@@ -190,11 +190,8 @@ class DriftFinding:
 
     @property
     def reset_target(self) -> ResetTarget | None:
-        if self.proto != PROTO_TCP or self.server_seq is None:
-            return None
-        return ResetTarget(
-            self.client_ip, self.client_port, self.server_ip, self.server_port, self.server_seq, self.client_seq
-        )
+        return CutTarget(self.proto, self.client_ip, self.client_port, self.server_ip, self.server_port,
+                         self.server_seq, self.client_seq).reset_target  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -278,7 +275,7 @@ class DriftWatcher:
             )
         if verdict.action == DENY:
             self.stats.cuts += 1
-        ends = _seq_ends(flow)
+        at = CutTarget.of(flow)
         return DriftFinding(
             flow.proto,
             flow.client_ip,
@@ -288,16 +285,9 @@ class DriftWatcher:
             drift,
             verdict,
             event,
-            ends[Direction.C2S],
-            ends[Direction.S2C],
+            at.server_seq,
+            at.client_seq,
         )
-
-
-def _seq_ends(flow: Flow) -> tuple[int | None, int | None]:
-    """Per direction, the sequence number after the last segment the tap saw (None: none seen)."""
-    # The flow table keeps these to join idle-split flows; the reset needs exactly them.
-    ends: list[int] = flow._seq_end
-    return tuple(None if e < 0 else e & 0xFFFFFFFF for e in ends)  # type: ignore[return-value]
 
 
 class DriftCutter:
@@ -322,7 +312,7 @@ class DriftCutter:
         self.resetter = resetter
         self.runner = runner
 
-    def __call__(self, finding: DriftFinding | ThreatCut) -> bool:
+    def __call__(self, finding: DriftFinding | CutTarget) -> bool:
         """Cut the connection; True when the kernel's entry was marked or removed.
 
         The entry is found by its original tuple (the client's view, which the tap has); when that
@@ -397,7 +387,7 @@ def reply_source(listing: str, size: int) -> tuple[bytes, int] | None:
 def run_drift_watch(
     watcher: DriftWatcher,
     tap: Tap,
-    cutter: Callable[[DriftFinding | ThreatCut], object] | None,
+    cutter: Callable[[DriftFinding | CutTarget], object] | None,
     on_events: Callable[[list[Event]], None],
     *,
     stop: threading.Event,

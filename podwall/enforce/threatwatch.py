@@ -29,6 +29,7 @@ from podwall.analysis.inspection import attach_findings, finding_event, name_fin
 from podwall.core.events import Event
 from podwall.core.limits import DEFAULT_LIMITS, Limits
 from podwall.core.types import PROTO_TCP, Direction, Endpoint
+from podwall.datapath.flows import Flow
 from podwall.datapath.io.pcap import Frame
 from podwall.enforce.inline_inspect import FRAME_SNAP, PcapBudget
 from podwall.enforce.reset import ResetTarget
@@ -38,7 +39,7 @@ from podwall.inventory.resolver import Resolver
 from podwall.policy.evaluate import PolicyEngine
 from podwall.policy.model import Policy
 
-__all__ = ["CUTTING", "ThreatCut", "ThreatOutcome", "ThreatWatch"]
+__all__ = ["CUTTING", "CutTarget", "ThreatOutcome", "ThreatWatch"]
 
 # Threats found in one TCP connection's own bytes or handshake: the connection to cut is known.
 CUTTING = frozenset(
@@ -52,8 +53,8 @@ CUTTING = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class ThreatCut:
-    """The connection a blocking finding cuts, as `DriftCutter` takes it."""
+class CutTarget:
+    """A TCP connection to cut as `DriftCutter` does (a drifted one, or one a threat was found in)."""
 
     proto: int
     client_ip: bytes
@@ -62,6 +63,16 @@ class ThreatCut:
     server_port: int
     server_seq: int | None  # the next byte the server expects from the client (tap's view)
     client_seq: int | None  # the next byte the client expects from the server
+
+    @classmethod
+    def of(cls, flow: Flow) -> CutTarget:
+        """The flow's connection, with where each direction's bytes stopped as the tap saw them."""
+        # The flow table keeps these to join idle-split flows; the resets need exactly them.
+        ends: list[int] = flow._seq_end
+        server_seq, client_seq = (None if ends[d] < 0 else ends[d] & 0xFFFFFFFF for d in (Direction.C2S, Direction.S2C))
+        return cls(
+            flow.proto, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port, server_seq, client_seq
+        )
 
     @property
     def reset_target(self) -> ResetTarget | None:
@@ -77,7 +88,7 @@ class ThreatOutcome:
     """One finding as an event, and the connection to cut for it (None: recorded only)."""
 
     event: Event
-    cut: ThreatCut | None
+    cut: CutTarget | None
     reason: str
 
 
@@ -151,12 +162,7 @@ class ThreatWatch:
             ):
                 mode, _ = policy.effective_mode(policy.group_of_mode(nf.client), policy.group_of_mode(nf.server))
                 if mode == "protect":
-                    ends: list[int] = flow._seq_end  # as drift.py reads them: where each direction stopped
-                    server_seq, client_seq = (
-                        None if ends[d] < 0 else ends[d] & 0xFFFFFFFF for d in (Direction.C2S, Direction.S2C)
-                    )
-                    cut = ThreatCut(flow.proto, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port,
-                                    server_seq, client_seq)  # fmt: skip
+                    cut = CutTarget.of(flow)
             self.findings += 1
             self.cuts += cut is not None
             reason = f"{nf.finding.name}: {nf.finding.message}"
